@@ -1,0 +1,111 @@
+"""The reference Multi-Token Attention op: the N×N map materialised, spec §1 step by step.
+
+This is the oracle every other backend is tested against. It favours clarity over speed and memory:
+it holds several [B, H, N, N] tensors at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise 2-D cross-correlation over (query, key), causal along queries, centred along keys (spec §1).
+
+    scores: [B, H, R, M] with zeros wherever the spec's conv input is zero (masked or outside the sequence).
+    kernel: [H, c_q, c_k], c_k odd; row c_q-1 is the current query, column (c_k-1)/2 the same key.
+    Returns [B, H, R, M]: out[h, i, j] = Σ_a Σ_b kernel[h, a, b] · scores[h, i-(c_q-1)+a, j-(c_k-1)/2+b],
+    reading zeros above row 0 and outside [0, M) along keys.
+    """
+    n_heads, c_q, c_k = kernel.shape
+    half = (c_k - 1) // 2
+    padded = F.pad(scores, (half, half, c_q - 1, 0))
+    return F.conv2d(padded, kernel.unsqueeze(1).to(scores.dtype), groups=n_heads)
+
+
+def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
+    """Mix attention maps within groups of heads (spec §1).
+
+    maps: [B, H, R, M]; mixer: [G, c, c] with G·c = H, mixer[g, i, o] weighting input head g·c+i into output
+    head g·c+o. Returns [B, H, R, M].
+    """
+    batch, n_heads, rows, cols = maps.shape
+    groups, size, _ = mixer.shape
+    grouped = maps.reshape(batch, groups, size, rows, cols)
+    mixed = torch.einsum("bgirm,gio->bgorm", grouped, mixer.to(maps.dtype))
+    return mixed.reshape(batch, n_heads, rows, cols)
+
+
+def causal_future(rows: int, cols: int, row_offset: int, device: torch.device) -> torch.Tensor:
+    """Bool [rows, cols], True where key j lies after query i = row_offset + r (the spec's `future`)."""
+    query = torch.arange(row_offset, row_offset + rows, device=device).unsqueeze(1)
+    key = torch.arange(cols, device=device).unsqueeze(0)
+    return key > query
+
+
+def attention_weights(
+    scores: torch.Tensor,
+    future: torch.Tensor,
+    kernel_pre: torch.Tensor | None,
+    kernel_post: torch.Tensor | None,
+    head_mix_pre: torch.Tensor | None,
+    head_mix_post: torch.Tensor | None,
+) -> torch.Tensor:
+    """From scaled logits to final attention weights, spec §1 without dropout.
+
+    scores: [B, H, R, M] scaled Q·Kᵀ in the compute dtype (float32 or float64, so the softmax is at least
+    float32); future: bool [R, M].
+    Rows whose conv sources lie outside `scores` see zeros there; callers discard such rows.
+    Returns [B, H, R, M] in scores' dtype.
+    """
+    if kernel_pre is not None:
+        scores = qk_conv(scores.masked_fill(future, 0.0), kernel_pre)
+    if head_mix_pre is not None:
+        scores = head_mix(scores, head_mix_pre)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    if kernel_post is not None:
+        weights = qk_conv(weights, kernel_post).masked_fill(future, 0.0)
+    if head_mix_post is not None:
+        weights = head_mix(weights, head_mix_post)
+    return weights
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs (fp32 accumulation), the input dtype otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def expand_kv(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Repeat grouped-query K or V heads: [B, H_kv, N, d] -> [B, H, N, d]."""
+    repeats = n_heads // x.shape[1]
+    return x if repeats == 1 else x.repeat_interleave(repeats, dim=1)
+
+
+def reference_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    kernel_pre: torch.Tensor | None,
+    kernel_post: torch.Tensor | None,
+    head_mix_pre: torch.Tensor | None,
+    head_mix_post: torch.Tensor | None,
+    scale: float,
+    dropout_p: float,
+) -> torch.Tensor:
+    """Causal MTA, materialising the [B, H, N, N] map (spec §1). Inputs are validated by `mta_attention`.
+
+    q: [B, H, N, d]; k, v: [B, H_kv, N, d]. Half-precision inputs are computed in float32.
+    Returns [B, H, N, d] in q's dtype.
+    """
+    dtype = compute_dtype(q.dtype)
+    n_heads, seq_len = q.shape[1], q.shape[2]
+    k = expand_kv(k, n_heads).to(dtype)
+    v = expand_kv(v, n_heads).to(dtype)
+    scores = torch.matmul(q.to(dtype), k.transpose(-1, -2)) * scale
+    future = causal_future(seq_len, seq_len, 0, q.device)
+    weights = attention_weights(scores, future, kernel_pre, kernel_post, head_mix_pre, head_mix_post)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return torch.matmul(weights, v).to(q.dtype)
