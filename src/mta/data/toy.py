@@ -1,0 +1,161 @@
+"""The toy task of the paper's Table 1: find the block that holds all query letters (shared/mta-spec.md §5).
+
+A sample's source is ``num_blocks`` blocks of ``block_len`` distinct letters joined by '.', then '#', then
+``n_query`` query letters. Exactly one block (the target) holds every query letter; the label is that whole
+block ("all"), its first letter ("first") or its last letter ("last"). Example (N = 3, L = 2, "all"):
+``src = "qbe.kxa.mzc#ax"``, ``tgt = "kxa"``.
+
+Unlike the official generator, a sample never truncates a block, and the output depends only on the seed.
+"""
+
+import json
+import math
+import os
+import random
+import string
+
+ALPHABET = string.ascii_lowercase
+BLOCK_SEP = "."
+QUERY_SEP = "#"
+VARIANTS = ("all", "first", "last")
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+CHARS = BLOCK_SEP + QUERY_SEP + ALPHABET
+_CHAR_TO_ID = {ch: i + 3 for i, ch in enumerate(CHARS)}
+VOCAB_SIZE = 3 + len(CHARS)
+
+
+def encode(text: str) -> list[int]:
+    """Return the token ids of ``text``, one per character (no BOS/EOS added)."""
+    ids = []
+    for pos, ch in enumerate(text):
+        if ch not in _CHAR_TO_ID:
+            raise ValueError(f"text: unknown character {ch!r} at position {pos}; expected one of {CHARS!r}")
+        ids.append(_CHAR_TO_ID[ch])
+    return ids
+
+
+def decode(ids) -> str:
+    """Return the characters of ``ids``; pad, BOS and EOS are dropped."""
+    chars = []
+    for pos, i in enumerate(ids):
+        i = int(i)
+        if not 0 <= i < VOCAB_SIZE:
+            raise ValueError(f"ids: id {i} at position {pos} is outside the vocabulary [0, {VOCAB_SIZE})")
+        if i > EOS_ID:
+            chars.append(CHARS[i - 3])
+    return "".join(chars)
+
+
+def _check_block(block_len: int, n_query: int) -> None:
+    if not 1 <= block_len <= len(ALPHABET):
+        raise ValueError(f"block_len: got {block_len}, expected 1..{len(ALPHABET)}")
+    if not 1 <= n_query <= block_len:
+        raise ValueError(f"n_query: got {n_query}, expected 1..block_len ({block_len})")
+
+
+def _validate(block_len: int, n_query: int, variant: str, num_blocks: int) -> None:
+    _check_block(block_len, n_query)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: got {variant!r}, expected one of {VARIANTS}")
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks: got {num_blocks}, expected >= 1")
+    # Distinct strings of block_len distinct letters that miss at least one query letter; asking for more
+    # distractors than exist would make the rejection sampling loop forever.
+    n = len(ALPHABET)
+    available = (math.comb(n, block_len) - math.comb(n - n_query, block_len - n_query)) * math.factorial(block_len)
+    if num_blocks - 1 > available:
+        raise ValueError(
+            f"num_blocks: got {num_blocks}, but only {available} distinct distractor blocks exist for "
+            f"block_len={block_len}, n_query={n_query}; expected num_blocks <= {available + 1}"
+        )
+
+
+def default_num_blocks(block_len: int, n_query: int, max_chars: int = 319) -> int:
+    """Return the most whole blocks such that len(src) + len(tgt of the "all" variant) <= ``max_chars``.
+
+    With the official 319 characters this is 52 blocks for block_len 5 and 34 for block_len 8.
+    """
+    _check_block(block_len, n_query)
+    # num_blocks * block_len letters + (num_blocks - 1) '.' + '#' + query + target block
+    num_blocks = (max_chars - n_query - block_len) // (block_len + 1)
+    if num_blocks < 1:
+        raise ValueError(
+            f"max_chars: got {max_chars}, expected >= {2 * block_len + 1 + n_query} to fit one block, "
+            f"the query and the target"
+        )
+    return num_blocks
+
+
+def _draw(rng: random.Random, block_len: int, n_query: int, variant: str, num_blocks: int) -> dict:
+    target = "".join(rng.sample(ALPHABET, block_len))
+    query = rng.sample(target, n_query)
+    needed = set(query)
+    # A list, not a set, keeps the order (and so the output) independent of string hashing.
+    blocks, seen = [target], {target}
+    while len(blocks) < num_blocks:
+        block = "".join(rng.sample(ALPHABET, block_len))
+        if block not in seen and not needed.issubset(block):
+            blocks.append(block)
+            seen.add(block)
+    rng.shuffle(blocks)
+    src = BLOCK_SEP.join(blocks) + QUERY_SEP + "".join(query)
+    tgt = {"all": target, "first": target[0], "last": target[-1]}[variant]
+    return {"src": src, "tgt": tgt}
+
+
+def make_sample(rng: random.Random, block_len: int, n_query: int, variant: str, num_blocks: int) -> dict:
+    """Draw one sample with ``rng``; return ``{"src": str, "tgt": str}``.
+
+    The target block has ``block_len`` distinct letters in random order; the ``n_query`` distinct query letters
+    are drawn from it in random order. Each of the ``num_blocks - 1`` distractor blocks has ``block_len``
+    distinct letters and is redrawn if it holds every query letter or repeats a block already drawn.
+    """
+    _validate(block_len, n_query, variant, num_blocks)
+    return _draw(rng, block_len, n_query, variant, num_blocks)
+
+
+def generate(
+    block_len: int, n_query: int, variant: str, samples: int, seed: int, num_blocks: int | None = None
+) -> list[dict]:
+    """Return ``samples`` samples (see `make_sample`), determined by ``seed`` alone.
+
+    ``num_blocks`` defaults to `default_num_blocks(block_len, n_query)`.
+    """
+    if num_blocks is None:
+        num_blocks = default_num_blocks(block_len, n_query)
+    _validate(block_len, n_query, variant, num_blocks)
+    if samples < 0:
+        raise ValueError(f"samples: got {samples}, expected >= 0")
+    rng = random.Random(seed)
+    return [_draw(rng, block_len, n_query, variant, num_blocks) for _ in range(samples)]
+
+
+def write_jsonl(samples: list[dict], path: str | os.PathLike) -> None:
+    """Write one ``{"src", "tgt"}`` JSON object per line to ``path``, creating its parent directory."""
+    dirname = os.path.dirname(os.fspath(path))
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for sample in samples:
+            f.write(json.dumps({"src": sample["src"], "tgt": sample["tgt"]}) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Return the ``{"src": str, "tgt": str}`` samples in ``path``; blank lines are skipped.
+
+    Raises ValueError naming the line number when a line is not a JSON object with string src and tgt.
+    """
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("src", "tgt")):
+                raise ValueError(f"{path}:{lineno}: expected an object with string 'src' and 'tgt'")
+            samples.append({"src": obj["src"], "tgt": obj["tgt"]})
+    return samples
