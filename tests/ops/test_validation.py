@@ -1,0 +1,47 @@
+"""Bad arguments raise a ValueError naming the argument, what was given and what was expected."""
+
+import pytest
+import torch
+
+from mta.ops import mta_attention
+
+
+def qkv(shape=(1, 4, 6, 8), dtype=torch.float32):
+    return [torch.randn(shape).to(dtype) for _ in range(3)]
+
+
+def kernel(c_q=2, c_k=3, heads=4, dtype=torch.float32):
+    return torch.zeros(heads, c_q, c_k, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "make_call,pattern",
+    [
+        (lambda: mta_attention(*qkv((4, 6, 8))), r"q must have shape \[B, H, N, d\].*\(4, 6, 8\)"),
+        (lambda: mta_attention(*qkv((1, 4, 0, 8))), r"q must hold at least one token"),
+        (lambda: mta_attention(*qkv(dtype=torch.int32)), r"q must be float16.*int32"),
+        (lambda: mta_attention(qkv()[0], torch.randn(1, 4, 5, 8), qkv()[2]), r"k must have shape .*N=6"),
+        (lambda: mta_attention(qkv()[0], torch.randn(1, 3, 6, 8), torch.randn(1, 3, 6, 8)), r"k/v heads must divide.*got 3"),
+        (lambda: mta_attention(*qkv()[:2], torch.randn(1, 4, 6, 8, dtype=torch.float64)), r"v must match q's dtype"),
+        (lambda: mta_attention(*qkv(), kernel_pre=kernel(c_k=4)), r"kernel_pre must have an odd key width.*c_k=4"),
+        (lambda: mta_attention(*qkv(), kernel_post=kernel(heads=2)), r"kernel_post must have shape \[H=4.*\(2, 2, 3\)"),
+        (lambda: mta_attention(*qkv(), kernel_pre=torch.zeros(4, 3)), r"kernel_pre must be a tensor of shape \[H, c_q, c_k\]"),
+        (lambda: mta_attention(*qkv(), kernel_pre=kernel(dtype=torch.float64)), r"kernel_pre must have dtype torch.float32.*float64"),
+        (lambda: mta_attention(*qkv(dtype=torch.bfloat16), kernel_pre=kernel(dtype=torch.float16)), r"kernel_pre must have dtype"),
+        (lambda: mta_attention(*qkv(), head_mix_pre=torch.zeros(3, 2, 2)), r"head_mix_pre must have G·c equal to the 4 heads, got G=3, c=2"),
+        (lambda: mta_attention(*qkv(), head_mix_post=torch.zeros(2, 2, 3)), r"head_mix_post must be a tensor of shape \[G, c, c\]"),
+        (lambda: mta_attention(*qkv(), causal=False), r"causal=False is not supported"),
+        (lambda: mta_attention(*qkv(), scale=-1.0), r"scale must be a positive finite number, got -1.0"),
+        (lambda: mta_attention(*qkv(), dropout_p=1.0), r"dropout_p must be in \[0, 1\), got 1.0"),
+        (lambda: mta_attention(*qkv(), backend="flash"), r"backend must be one of .*'flash'"),
+    ],
+)
+def test_bad_arguments(make_call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make_call()
+
+
+def test_float32_kernels_are_accepted_beside_half_inputs():
+    q, k, v = qkv(dtype=torch.bfloat16)
+    out = mta_attention(q, k, v, kernel_pre=kernel(), head_mix_post=torch.eye(4).unsqueeze(0))
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
