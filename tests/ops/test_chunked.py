@@ -4,10 +4,10 @@ import itertools
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from mta.ops import mta_attention
 from mta.ops.chunked import ChunkedMTA, chunked_attention
+from mta.profiling import LargestTensorProbe
 from op_cases import make_inputs, make_kernel, make_mixer, output_and_grads
 
 OPTION_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
@@ -108,31 +108,16 @@ def test_dropout_is_reproducible_and_its_backward_exact():
     assert torch.autograd.gradcheck(with_fixed_mask, inputs)
 
 
-class LargestTensor(TorchDispatchMode):
-    """Records the element count of the largest tensor any op returns while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def largest_tensor_in_forward_backward(backend, seq_len, block_size=32):
     q, k, v = make_inputs(batch=1, heads=2, seq_len=seq_len, head_dim=4, dtype=torch.float32)
     options = build_options(OPTION_NAMES, heads=2, pre=(6, 11), post=(6, 11), dtype=torch.float32)
-    with LargestTensor() as probe:
+    with LargestTensorProbe() as probe:
         if backend == "chunked":
             out = chunked_attention(q, k, v, **options, scale=0.5, dropout_p=0.0, block_size=block_size)
         else:
             out = mta_attention(q, k, v, **options, backend="reference")
         out.sum().backward()
-    return probe.largest
+    return probe.largest_bytes // 4
 
 
 def test_chunked_memory_grows_linearly():

@@ -21,7 +21,10 @@ def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n_heads, c_q, c_k = kernel.shape
     half = (c_k - 1) // 2
     padded = F.pad(scores, (half, half, c_q - 1, 0))
-    return F.conv2d(padded, kernel.unsqueeze(1).to(scores.dtype), groups=n_heads)
+    if padded.device.type == "cpu":
+        # oneDNN's depthwise convolution is several times faster, forward and backward, in channels-last layout.
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(padded, kernel.unsqueeze(1).to(scores.dtype), groups=n_heads).contiguous()
 
 
 def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:

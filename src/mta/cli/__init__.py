@@ -1,0 +1,33 @@
+"""The `mta` command line: `mta info`, `mta demo`, `mta toy ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import demo, info, toy
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mta", description="Multi-Token Attention (arXiv 2504.00927): exact, memory-efficient, in PyTorch."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    info.register(subparsers)
+    demo.register(subparsers)
+    toy.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as error:
+        parser.exit(2, f"mta {args.command}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Attention layers built on `mta.ops.mta_attention` (shared/mta-spec.md §2) and the paper's baselines (§3)."""
+
+from .attention import MultiTokenAttention, SoftmaxAttention, TalkingHeadsAttention
+from .config import MTA_OPTIONS, AttentionConfig, lambda_init
+from .diff import DiffAttention
+from .factory import ATTENTION_KINDS, build_attention
+from .norm import RMSNorm
+from .rope import apply_rope
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "MTA_OPTIONS",
+    "AttentionConfig",
+    "DiffAttention",
+    "MultiTokenAttention",
+    "RMSNorm",
+    "SoftmaxAttention",
+    "TalkingHeadsAttention",
+    "apply_rope",
+    "build_attention",
+    "lambda_init",
+]

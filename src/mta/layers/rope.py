@@ -1,0 +1,30 @@
+"""Rotary position embeddings (RoFormer, arXiv 2104.09864) in the Meta Llama / lingua convention.
+
+Convention: *interleaved* pairs. Channels (2i, 2i+1) of a head form one complex number that is rotated by the
+angle p·θ^(-2i/d) at position p. This is the layout of Meta's Llama reference code and of lingua, on which the
+official MTA code is built (shared/mta-spec.md §2); Hugging Face's Llama uses "rotate half" instead, which is the
+same function after permuting the q/k projection rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def apply_rope(x: torch.Tensor, theta: float = 1e5, position_offset: int | torch.Tensor = 0) -> torch.Tensor:
+    """Rotate the interleaved channel pairs of `x` by their positions.
+
+    x: [B, H, N, d] with d even; token n sits at position `position_offset + n` (an int or a 0-dim integer
+    tensor, so that decoding with a cache can pass the number of tokens already seen).
+    theta: the RoPE base (1e5 in the paper's runs). The rotation is computed in at least float32 and cast back.
+    Returns a tensor of x's shape and dtype.
+    """
+    seq_len, head_dim = x.shape[-2], x.shape[-1]
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    positions = torch.arange(seq_len, device=x.device, dtype=dtype) + position_offset
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=dtype) / head_dim)
+    angles = torch.outer(positions, inv_freq)  # [N, d/2]
+    cos, sin = angles.cos(), angles.sin()
+    even, odd = x.to(dtype).unflatten(-1, (head_dim // 2, 2)).unbind(-1)
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)

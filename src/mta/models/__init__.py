@@ -1,0 +1,7 @@
+"""Models built on mta.layers: configs, named presets and the Llama-style decoder (shared/mta-spec.md §3)."""
+
+from .config import ModelConfig, default_ffn_hidden
+from .model import DecoderLM
+from .presets import get_preset, list_presets
+
+__all__ = ["DecoderLM", "ModelConfig", "default_ffn_hidden", "get_preset", "list_presets"]

@@ -1,0 +1,54 @@
+"""Where a result came from: library versions, device and git commit, recorded beside every result file."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import mta
+from mta.ops import available_backends
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """Versions, the device torch sees and the op backends that can run on it."""
+    cuda = torch.cuda.is_available()
+    return {
+        "mta": mta.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": package_version("triton"),
+        "transformers": package_version("transformers"),
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "cuda": torch.version.cuda if cuda else "no GPU",
+        "cpu_threads": torch.get_num_threads(),
+        "backends": available_backends("cuda" if cuda else "cpu"),
+    }
+
+
+def git_commit(path: str | Path | None = None) -> str:
+    """The commit checked out at `path` (default: this source tree), with '+dirty' if files differ; 'unknown' outside git."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_metadata() -> dict:
+    """environment() plus the git commit and the UTC time: the header of every results file."""
+    return {**environment(), "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
