@@ -45,3 +45,14 @@ def test_float32_kernels_are_accepted_beside_half_inputs():
     q, k, v = qkv(dtype=torch.bfloat16)
     out = mta_attention(q, k, v, kernel_pre=kernel(), head_mix_post=torch.eye(4).unsqueeze(0))
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
+
+
+def test_triton_refuses_what_it_cannot_serve(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match=r"backend 'triton' needs Triton and a CUDA device"):
+        mta_attention(*qkv(), kernel_pre=kernel(), backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ValueError, match=r"dropout_p must be 0 for backend 'triton'"):
+        mta_attention(*qkv(), kernel_pre=kernel(), dropout_p=0.1, backend="triton")
+    with pytest.raises(ValueError, match=r"q must be float16, bfloat16 or float32 for backend 'triton'"):
+        mta_attention(*qkv(dtype=torch.float64), kernel_pre=kernel(dtype=torch.float64), backend="triton")

@@ -1,0 +1,63 @@
+"""Fused Triton backend of Multi-Token Attention: one banded flash-attention kernel plus O(N) PyTorch glue.
+
+`glue` reduces every MTA option to one call of a generic banded causal attention; `kernels` implements that
+attention (forward and backward) in Triton and `function` wraps it in an autograd.Function. Importing this
+package needs no Triton: the kernels are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .glue import banded_mta
+
+__all__ = ["triton_attention", "is_available"]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def is_available(device: torch.device | str) -> bool:
+    """Triton is installed and can run on `device`: CUDA, or any device under TRITON_INTERPRET=1."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    kernel_pre: torch.Tensor | None = None,
+    kernel_post: torch.Tensor | None = None,
+    head_mix_pre: torch.Tensor | None = None,
+    head_mix_post: torch.Tensor | None = None,
+    scale: float,
+    dropout_p: float,
+    config=None,
+) -> torch.Tensor:
+    """Causal MTA (spec §1) with the fused Triton kernel; arguments as validated by `mta_attention`.
+
+    q: [B, H, N, d]; k, v: [B, H_kv, N, d] (float16, bfloat16 or float32; kernels and mixers in q's dtype or
+    float32); kernels [H, c_q, c_k], mixers [G, c, c]. config: a `function.BlockConfig` for every launch
+    (None: autotuned on a GPU). Returns [B, H, N, d_v] in q's dtype. Memory O(N · g · c_q · d) per head for
+    mixing groups of g heads; dropout is not supported (dropout_p must be 0).
+    """
+    if dropout_p != 0.0:
+        raise ValueError(f"dropout_p must be 0 for backend 'triton' (no dropout on fused weights), got {dropout_p!r}")
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"q must be float16, bfloat16 or float32 for backend 'triton', got {q.dtype}")
+    if not is_available(q.device):
+        raise ValueError(
+            f"backend 'triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1), got q on {q.device}"
+        )
+    from .function import banded_flash_attention
+
+    return banded_mta(
+        q, k, v,
+        kernel_pre=kernel_pre, kernel_post=kernel_post, head_mix_pre=head_mix_pre, head_mix_post=head_mix_post,
+        scale=scale, banded=lambda qw, kw, vw, bias: banded_flash_attention(qw, kw, vw, bias, config),
+    )

@@ -1,0 +1,109 @@
+"""The Triton banded flash attention against its materialised PyTorch form: out, lse and every gradient.
+
+Without a GPU the kernels run under TRITON_INTERPRET=1 (set here before triton is imported) in float32 and
+float16; bfloat16 and the autotuned launch run only on a GPU. Every kernel output starts as NaN, so an
+element a kernel fails to write fails the test.
+"""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from mta.ops.triton import function  # noqa: E402  (after TRITON_INTERPRET is set)
+from mta.ops.triton.function import BlockConfig, banded_flash_attention  # noqa: E402
+from mta.ops.triton.glue import banded_attention_torch  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+
+@pytest.fixture(autouse=True)
+def nan_outputs(monkeypatch):
+    def nan_filled(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(function, "empty_output", nan_filled)
+
+
+def make_operands(seq_len, dqk, dv, width, dtype, batch=1, heads=1, seed=0):
+    """qw, kw, vw in `dtype` and a float32 bias (None for width None), all requiring grad."""
+    gen = torch.Generator().manual_seed(seed)
+    qw = torch.randn(batch, heads, seq_len, dqk, generator=gen) * dqk**-0.25
+    kw = torch.randn(batch, heads, seq_len, dqk, generator=gen) * dqk**-0.25
+    vw = torch.randn(batch, heads, seq_len, dv, generator=gen)
+    bias = None if width is None else torch.randn(batch, heads, seq_len, width, generator=gen)
+    tensors = [x.to(DEVICE, dtype) for x in (qw, kw, vw)] + ([] if bias is None else [bias.to(DEVICE)])
+    return [x.requires_grad_() for x in tensors]
+
+
+def check_against_torch(operands, config, dtype):
+    """Forward and the gradients of every operand for random d_out and d_lse."""
+    qw, kw, vw, *rest = operands
+    bias = rest[0] if rest else None
+    out, lse = banded_flash_attention(qw, kw, vw, bias, config)
+    ref_out, ref_lse = banded_attention_torch(qw, kw, vw, bias)
+    gen = torch.Generator().manual_seed(1)
+    d_out = torch.randn(out.shape, generator=gen).to(DEVICE, out.dtype)
+    d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE)
+    grads = torch.autograd.grad((out.float() * d_out).sum() + (lse * d_lse).sum(), operands)
+    ref_grads = torch.autograd.grad(  # a W = 0 bias is unused by the oracle: its gradient is an empty tensor
+        (ref_out.float() * d_out).sum() + (ref_lse * d_lse).sum(), operands, allow_unused=True, materialize_grads=True
+    )
+    tol = TOLERANCE[dtype]
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
+    torch.testing.assert_close(lse, ref_lse.float(), rtol=tol, atol=tol)
+    for name, got, ref in zip(["qw", "kw", "vw", "bias"], grads, ref_grads):
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=lambda m: f"grad of {name}: {m}")
+
+
+CASES = [
+    # seq_len, dqk, dv, width, config
+    (1, 16, 16, 3, BlockConfig(16, 16, 16, 16)),    # one token, bias band wider than the sequence
+    (37, 16, 32, None, BlockConfig(16, 16, 16, 16)),  # no bias, two Dv chunks
+    (37, 48, 16, 3, BlockConfig(16, 16, 32, 16)),   # Dqk tail inside a chunk
+    (70, 48, 32, 10, BlockConfig(32, 16, 32, 16)),  # query tiles taller than key tiles, band across tiles
+    (70, 32, 16, 3, BlockConfig(16, 32, 16, 16)),   # key tiles taller than query tiles
+    (45, 16, 48, 0, BlockConfig(16, 16, 16, 16)),   # W = 0 bias tensor; more Dv than Dqk chunks
+    (29, 24, 8, 5, BlockConfig(16, 16, 16, 16)),    # Dqk and Dv not multiples of 16
+    (21, 16, 16, 1, BlockConfig(16, 16, 16, 16)),   # W = 1 (an integer argument Triton may specialise)
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("seq_len,dqk,dv,width,config", CASES)
+def test_matches_torch(seq_len, dqk, dv, width, config, dtype):
+    check_against_torch(make_operands(seq_len, dqk, dv, width, dtype), config, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="bfloat16 tl.dot and the autotuner need a GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("seq_len,dqk,dv,width", [(1000, 384, 64, 10), (257, 64, 768, 5), (129, 1536, 128, None)])
+def test_autotuned_on_gpu(seq_len, dqk, dv, width, dtype):
+    check_against_torch(make_operands(seq_len, dqk, dv, width, dtype, batch=2), None, dtype)
+
+
+def test_lse_gradient_alone():
+    qw, kw, vw, bias = make_operands(21, 16, 16, 4, torch.float32, heads=2)
+    lse = banded_flash_attention(qw, kw, vw, bias, BlockConfig(16, 16, 16, 16))[1]
+    ref_lse = banded_attention_torch(qw, kw, vw, bias)[1]
+    grads = torch.autograd.grad(lse.sum(), (qw, kw, vw, bias))
+    ref_grads = torch.autograd.grad(ref_lse.sum(), (qw, kw, bias))
+    for got, ref in zip(grads[:2] + grads[3:], ref_grads):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    assert torch.equal(grads[2], torch.zeros_like(vw))
+
+
+def test_rejects_mismatched_operands():
+    qw, kw, vw = make_operands(8, 16, 16, None, torch.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        banded_flash_attention(qw, kw.half(), vw)
+    with pytest.raises(ValueError, match="bias"):
+        banded_flash_attention(qw, kw, vw, torch.zeros(1, 2, 7, 3, device=DEVICE))
