@@ -87,12 +87,12 @@ def toy_table1(runs: list[dict]) -> str:
         lines.append(f"| {label} (paper) | " + " | ".join(PAPER_TABLE1[arch][s] for s in TOY_SETTINGS) + " |")
     lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
               "time cap; otherwise the step limit):", "", header, "|---|" + "---:|" * len(TOY_SETTINGS)]
-    marks = {"solved": "✓", "time_budget": "⏱"}
+    marks = {"solved": "✓", "interrupted": "⏱"}
     for arch, label in (("transformer", "Transformer"), ("mta", "MTA")):
         cells = []
         for n, variant in TOY_SETTINGS:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
-            cells.append(" / ".join(f"{r['steps'] // 1000}k{marks.get(r['stopped'], '')}" for r in group) or "—")
+            cells.append(" / ".join(f"{r['steps'] / 1000:.1f}k{marks.get(r['stopped'], '')}" for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     meta = runs[0]["environment"]
     lines += ["", f"<sub>{len(runs)} runs; {meta['device']}, torch {meta['torch']}, commit {meta['commit'][:12]}, "

@@ -2,8 +2,9 @@
 
 Every run is one `mta toy train` process with the paper's model and protocol (spec §5) and early stopping once
 the held-out error has been 0 at three consecutive evaluations. Runs go concurrently, spread round-robin over the
-visible GPUs (many small runs share one GPU). `--max-minutes` caps each run's wall time, so that a batch fits in
-the time one has; a capped run records `stopped: "time_budget"` and the steps it reached.
+visible GPUs (many small runs share one GPU). `--max-minutes` caps the batch's wall time, so that it fits in the
+time one has: at the cap every run still going gets SIGINT, saves its checkpoint and result.json (`stopped:
+"interrupted"`, with the steps it reached and its last evaluation) and exits.
 
 For each run, results/toy/<arch>-N<n>-<variant>-s<seed>.json holds result.json (errors, steps, device, versions,
 commit) plus its evaluation curve. Checkpoints stay in the scratch directory (--work-dir), not in the repository.
@@ -18,6 +19,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +39,6 @@ def launch(arch, n_block, variant, seed, gpu, args) -> tuple[str, subprocess.Pop
     command = [sys.executable, "-m", "mta", "toy", "train", "--arch", arch, "--n-block", str(n_block),
                "--n-query", str(args.n_query), "--variant", variant, "--seed", str(seed), "--steps", str(args.steps),
                "--out", str(run_dir), "--no-progress", *args.extra]
-    if args.max_minutes:
-        command += ["--max-minutes", str(args.max_minutes)]
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -63,6 +63,16 @@ def collect(name: str, run_dir: Path, out_dir: Path) -> dict | None:
     return result
 
 
+def wait_until(process: subprocess.Popen, deadline: float | None) -> int:
+    """Wait for `process`; past `deadline` interrupt it (it then saves its state) and wait for it to exit."""
+    if deadline is not None:
+        try:
+            return process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+    return process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["transformer", "mta"])
@@ -71,7 +81,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--n-query", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of each run")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of the batch")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread runs over (default: all visible)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mta-toy-table1"))
@@ -88,8 +98,9 @@ def main() -> None:
     runs = [launch(*setting, index % args.gpus if args.gpus else None, args) for index, setting in enumerate(settings)]
     print(f"launched {len(runs)} runs over {args.gpus or 'no'} GPU(s)", flush=True)
     start = time.time()
+    deadline = start + 60 * args.max_minutes if args.max_minutes else None
     for name, process, run_dir in runs:
-        code = process.wait()
+        code = wait_until(process, deadline)
         result = collect(name, run_dir, args.out)
         summary = (f"{result['stopped']} at step {result['steps']}, final error {result['final_sequence_error_pct']}%"
                    if result else f"no result (exit {code}); see {run_dir / 'train.log'}")
