@@ -17,8 +17,8 @@ README = ROOT / "README.md"
 
 
 def provenance_line(meta: dict) -> str:
-    return (f"<sub>{meta['device']}, {meta['cpu_threads']} threads, torch {meta['torch']}, python {meta['python']}, "
-            f"commit {meta['commit'][:12]}, {meta['date']}</sub>")
+    return (f"<sub>{meta['device']}, {meta['cpu_threads']} CPU threads, torch {meta['torch']}, triton {meta.get('triton') or 'not installed'}, "
+            f"python {meta['python']}, commit {meta['commit'][:12]}, {meta['date']}</sub>")
 
 
 def op_cost_cpu(results: dict) -> str:
@@ -127,14 +127,171 @@ def toy_curves_plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+OP_SPEED_GPU_RESULTS = ROOT / "benchmarks" / "results" / "op_speed_gpu.json"
+SPEED_SDPA_METHODS = ("sdpa", "sdpa_cudnn", "sdpa_flash")
+SPEED_MTA_METHODS = ("triton", "reference", "chunked")
+SPEED_CONFIGS = {"A": "pre-softmax 6×11 q–k conv", "B": "pre+post convs, pre+post head mixing in pairs",
+                 "C": "pre+post convs, full 16-head pre+post mixing (the paper's MTA layer)",
+                 "D": "full pre+post mixing, no conv (talking heads)"}
+# The issue's targets for the triton backend at d = 128: kind -> (what is compared, N, field, baseline method).
+SPEED_TARGET_KINDS = {
+    "time": ("fwd+bwd time ÷ SDPA default's", 8192, "total_ms", "sdpa"),
+    "memory_vs_sdpa": ("peak memory ÷ SDPA default's", 16384, "peak_mib", "sdpa"),
+    "memory_vs_reference": ("peak memory ÷ reference backend's", 8192, "peak_mib", "reference"),
+}
+SPEED_TARGETS = (("A", "time", 6), ("B", "time", 16), ("C", "time", 60), ("D", "time", 10),
+                 ("A", "memory_vs_sdpa", 3), ("B", "memory_vs_sdpa", 3),
+                 ("C", "memory_vs_reference", 1 / 8), ("D", "memory_vs_reference", 1 / 8))
+
+
+def speed_rows(results: dict) -> dict:
+    """Rows keyed by (config, head_dim, seq_len, method); SDPA rows have config None."""
+    return {(row["config"], row["head_dim"], row["seq_len"], row["method"]): row for row in results["rows"]}
+
+
+def speed_targets(results: dict) -> list[dict]:
+    """The issue's targets, each with its measured ratio (None if either side is not measured) and whether it is met."""
+    rows = speed_rows(results)
+
+    def value(config: str | None, seq_len: int, method: str, field: str) -> float | None:
+        row = rows.get((config, 128, seq_len, method), {})
+        return row.get(field) if row.get("status") == "ok" else None
+
+    checks = []
+    for config, kind, limit in SPEED_TARGETS:
+        _, seq_len, field, baseline = SPEED_TARGET_KINDS[kind]
+        ours = value(config, seq_len, "triton", field)
+        base = value(None if baseline in SPEED_SDPA_METHODS else config, seq_len, baseline, field)
+        ratio = ours / base if ours is not None and base else None
+        checks.append({"config": config, "kind": kind, "limit": limit, "ratio": ratio,
+                       "met": None if ratio is None else ratio <= limit})
+    return checks
+
+
+def short_n(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def speed_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}" if value >= 10 else f"{value:.2f} {unit}"
+
+
+def speed_table(results: dict, head_dim: int, field: str, unit: str) -> list[str]:
+    """Rows: SDPA backends, then (config, backend); columns: N. Cells: value and ratio to SDPA default."""
+    rows = speed_rows(results)
+    lengths = sorted({row["seq_len"] for row in results["rows"] if row["head_dim"] == head_dim})
+    configs = sorted({row["config"] for row in results["rows"] if row["config"] is not None})
+    lines = ["| method | " + " | ".join(f"N={short_n(n)}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    labels = {"sdpa": f"SDPA default ({results.get('sdpa_default_backend') or '?'})",
+              "sdpa_cudnn": "SDPA cuDNN", "sdpa_flash": "SDPA FlashAttention"}
+    for config, method in [(None, m) for m in SPEED_SDPA_METHODS] + [(c, m) for c in configs for m in SPEED_MTA_METHODS]:
+        cells = []
+        for n in lengths:
+            row, base = rows.get((config, head_dim, n, method)), rows.get((None, head_dim, n, "sdpa"), {})
+            if row is None:
+                cells.append("")
+                continue
+            if row["status"] != "ok":
+                cells.append({"skipped": "—", "oom": "OOM", "error": "error"}[row["status"]])
+                continue
+            cell = speed_value(row[field], unit)
+            if method != "sdpa" and row[field] is not None and base.get("status") == "ok" and base.get(field):
+                cell += f" ({row[field] / base[field]:.3g}×)"
+            cells.append(cell)
+        if any(cell not in ("", "—") for cell in cells):
+            lines.append(f"| {labels.get(method, f'{config} {method}')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def op_speed_gpu(results: dict) -> str:
+    """The issue's targets (met or missed), then fwd+bwd time per d and peak memory at d = 128, per config and N."""
+    settings = results["settings"]
+    lines = [f"bf16 q/k/v, float32 kernels and mixers (identity + noise), causal, H = {settings['heads']}, "
+             f"B·N = {settings['tokens']:,} tokens (B = {settings['tokens']:,} // N, at least 1), on {settings['device']}. "
+             "Configurations: " + "; ".join(f"**{c}** {text}" for c, text in SPEED_CONFIGS.items()) + ".",
+             "", "Targets (triton backend, d = 128):", "",
+             "| config | compared | N | measured | target | |", "|---|---|---:|---:|---:|---|"]
+    for check in speed_targets(results):
+        what, seq_len, _, _ = SPEED_TARGET_KINDS[check["kind"]]
+        measured = "—" if check["ratio"] is None else f"{check['ratio']:.3g}×"
+        status = {None: "not measured", True: "met", False: "missed"}[check["met"]]
+        lines.append(f"| {check['config']} | {what} | {short_n(seq_len)} | {measured} | ≤ {check['limit']:g}× | {status} |")
+    head_dims = sorted({row["head_dim"] for row in results["rows"]}, reverse=True)
+    for head_dim in head_dims:
+        lines += ["", f"Forward + backward time, d = {head_dim} (× SDPA default):", ""]
+        lines += speed_table(results, head_dim, "total_ms", "ms")
+    lines += ["", f"Peak memory above the inputs, d = {head_dims[0]} (× SDPA default):", ""]
+    lines += speed_table(results, head_dims[0], "peak_mib", "MiB")
+    lines += ["", "— skipped (reason in the results JSON), OOM: out of memory. Forward and backward times separately, "
+              "TFLOP/s and the reasons: benchmarks/results/op_speed_gpu.json; plot: benchmarks/results/op_speed_gpu.png.",
+              "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
+def op_speed_gpu_plot(results: dict, path: Path) -> None:
+    """Forward+backward time vs N, log-log: one panel per (head dim, config), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    rows = speed_rows(results)
+    head_dims = sorted({row["head_dim"] for row in results["rows"]}, reverse=True)
+    configs = sorted({row["config"] for row in results["rows"] if row["config"] is not None})
+    lengths = sorted({row["seq_len"] for row in results["rows"]})
+    methods = SPEED_SDPA_METHODS + SPEED_MTA_METHODS
+    colors = dict(zip(methods, plt.get_cmap("tab10").colors))
+    figure, axes = plt.subplots(len(head_dims), len(configs), figsize=(4 * len(configs), 3.5 * len(head_dims)),
+                                squeeze=False, sharex=True)
+    for head_dim, ax_row in zip(head_dims, axes):
+        for config, ax in zip(configs, ax_row):
+            for method in methods:
+                key = None if method in SPEED_SDPA_METHODS else config
+                points = [(n, rows[key, head_dim, n, method]["total_ms"]) for n in lengths
+                          if rows.get((key, head_dim, n, method), {}).get("status") == "ok"]
+                if points:
+                    ax.loglog(*zip(*points), marker="o", linestyle="--" if key is None else "-", label=method,
+                              color=colors[method])
+            ax.set_xticks(lengths, [short_n(n) for n in lengths], minor=False)
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_title(f"{config}, d = {head_dim}")
+            ax.set_xlabel("N")
+            ax.grid(alpha=0.3, which="both")
+        ax_row[0].set_ylabel("forward + backward ms")
+    axes[0, 0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def load_toy_runs() -> list[dict] | None:
     files = sorted(TOY_DIR.glob("*-N*-*-s*.json"))
     return [json.loads(f.read_text()) for f in files] or None
 
 
+def triton_accuracy(results: dict) -> str:
+    """Worst relative RMS and max error over the output and every gradient, per configuration and N."""
+    lines = ["| config | N | output rel. RMS | worst gradient rel. RMS (which) | largest max error |", "|---|---:|---:|---:|---:|"]
+    for row in results["rows"]:
+        errors = row["errors"]
+        worst_name = max((name for name in errors if name != "output"), key=lambda name: errors[name]["relative_rms"])
+        largest = max(e["max_abs"] for e in errors.values())
+        lines.append(f"| {row['config']} | {row['seq_len']:,} | {errors['output']['relative_rms']:.4f} | "
+                     f"{errors[worst_name]['relative_rms']:.4f} ({worst_name}) | {largest:.3g} |")
+    lines += ["", f"Bound checked by `--check`: relative RMS ≤ {results['bound_relative_rms']}; worst measured "
+              f"{results['worst_relative_rms']:.4f}. H={results['rows'][0]['heads']}, d={results['rows'][0]['head_dim']}.",
+              "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 TABLES = {
+    "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
+    "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
 }
 
 
@@ -160,6 +317,9 @@ def main() -> None:
     runs = load_toy_runs()
     if runs:
         toy_curves_plot(runs, TOY_DIR / "table1_curves.png")
+    speed = load_json(OP_SPEED_GPU_RESULTS)
+    if speed:
+        op_speed_gpu_plot(speed, OP_SPEED_GPU_RESULTS.with_suffix(".png"))
     print(f"rendered {', '.join(TABLES)} into {README}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -38,14 +39,17 @@ def environment() -> dict:
 
 
 def git_commit(path: str | Path | None = None) -> str:
-    """The commit checked out at `path` (default: this source tree), with '+dirty' if files differ; 'unknown' outside git."""
+    """The commit checked out at `path` (default: this source tree), with '+dirty' if files differ.
+
+    Outside a git checkout (e.g. a copied tree on a remote GPU machine) it is $MTA_COMMIT if set, else 'unknown'.
+    """
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("MTA_COMMIT", "unknown")
     return commit + ("+dirty" if dirty else "")
 
 

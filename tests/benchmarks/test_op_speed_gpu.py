@@ -1,0 +1,130 @@
+"""benchmarks/op_speed_gpu.py end to end on a CPU (--quick), its plan and time budget, and the README rendering
+of its results: the issue's targets (ratios, met / missed), the tables and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load("op_speed_gpu")
+render = load("render_readme")
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Tiny ops on a shared 2-core machine are far faster on one thread; triton stays off (no interpreter)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):
+    out = tmp_path / "speed.json"
+    bench.main(["--device", "cpu", "--quick", "--out", str(out)])
+    results = json.loads(out.read_text())
+
+    assert {"meta", "settings", "rows", "not_started", "sdpa_default_backend"} <= set(results)
+    assert results["meta"]["commit"] and results["settings"]["tokens"] == bench.QUICK["tokens"]
+    assert results["not_started"] == 0 and results["sdpa_default_backend"]
+    rows = {(r["config"], r["seq_len"], r["method"]): r for r in results["rows"]}
+    sdpa = [(None, n, m) for n in bench.QUICK["lengths"] for m in bench.SDPA_METHODS]
+    mta = [(c, n, m) for c in bench.CONFIGS for n in bench.QUICK["lengths"] for m in ("triton", "reference", "chunked")]
+    assert set(rows) == set(sdpa + mta)
+    for (config, seq_len, method), row in rows.items():
+        assert row["head_dim"] == 8 and row["batch"] == bench.QUICK["tokens"] // seq_len
+        if method in ("sdpa_cudnn", "sdpa_flash", "triton"):
+            assert row["status"] == "skipped" and row["reason"]
+            continue
+        assert row["status"] == "ok", row
+        assert 0 < row["forward_ms"] and 0 < row["backward_ms"] and 0 < row["total_ms"]
+        assert 1 <= row["samples"] <= bench.QUICK["repeats"] and row["peak_mib"] is None  # no CUDA memory stats
+        assert (row["tflops"] is not None) == (method == "sdpa")
+    assert rows[None, 32, "sdpa"]["sdpa_backend"] == results["sdpa_default_backend"]
+
+
+def test_time_budget_stops_measuring_but_keeps_skips(tmp_path, one_thread):
+    out = tmp_path / "speed.json"
+    bench.main(["--device", "cpu", "--quick", "--time-budget-s", "0", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert all(row["status"] == "skipped" for row in results["rows"])
+    assert results["not_started"] == 2 * (1 + 2 * len(bench.CONFIGS))  # per N: sdpa, reference and chunked per config
+
+
+def test_plan_puts_the_targets_first_and_skips_the_infeasible():
+    full = {name: bench.FULL[name] for name in ("lengths", "head_dims", "tokens")}
+    plan = bench.planned(list(bench.CONFIGS), list(bench.METHODS), **full)
+    first = plan[: 3 + 2 * len(bench.CONFIGS)]  # SDPA ×3, then triton and reference per config (chunked: last)
+    assert {(m.head_dim, m.seq_len) for m in first} == {(128, 8192)} and first[0].method == "sdpa"
+    assert plan[-1].method == "chunked"
+    assert {m.config for m in plan if m.seq_len > bench.LONG_N} == {None, "A", "B"}
+    cuda = torch.device("cuda")
+    reason = {(m.method, m.seq_len): bench.skip_reason(m, cuda) for m in plan if m.head_dim == 128 and m.config == "A"}
+    assert reason["reference", 8192] is None and "GiB" in reason["reference", 16384]
+    assert reason["chunked", 8192] is None and reason["chunked", 16384]
+    assert reason["reference", 65536] and reason["chunked", 65536]
+
+
+def synthetic_results() -> dict:
+    """d = 128 rows at the target lengths; triton is 5× / 20× / 50× / 12× SDPA's time (A, C met; B, D missed)."""
+    def row(config, seq_len, method, total_ms, peak_mib):
+        return {"config": config, "head_dim": 128, "seq_len": seq_len, "batch": 16384 // seq_len, "method": method,
+                "status": "ok", "total_ms": total_ms, "peak_mib": peak_mib}
+
+    rows = [row(None, 8192, "sdpa", 10.0, 100.0), row(None, 16384, "sdpa", 20.0, 200.0)]
+    for config, slowdown in {"A": 5, "B": 20, "C": 50, "D": 12}.items():
+        rows.append(row(config, 8192, "triton", 10.0 * slowdown, 400.0))
+        rows.append(row(config, 8192, "reference", 900.0, 1000.0 if config == "D" else 4000.0))
+    rows.append(row("A", 16384, "triton", 100.0, 500.0))  # 2.5× SDPA's memory: met
+    rows.append(row("B", 16384, "triton", 100.0, 700.0))  # 3.5×: missed
+    rows.append({"config": "A", "head_dim": 128, "seq_len": 16384, "batch": 1, "method": "reference",
+                 "status": "skipped", "reason": "too big"})
+    meta = {"device": "NVIDIA H200", "cpu_threads": 16, "torch": "2.x", "python": "3.11", "commit": "0" * 40, "date": "today"}
+    settings = {"device": "cuda", "heads": 16, "tokens": 16384}
+    return {"meta": meta, "settings": settings, "rows": rows, "sdpa_default_backend": "cudnn_attention"}
+
+
+def test_targets_ratios_and_verdicts():
+    checks = {(c["config"], c["kind"]): c for c in render.speed_targets(synthetic_results())}
+    expected = {("A", "time"): (5, True), ("B", "time"): (20, False), ("C", "time"): (50, True),
+                ("D", "time"): (12, False), ("A", "memory_vs_sdpa"): (2.5, True), ("B", "memory_vs_sdpa"): (3.5, False),
+                ("C", "memory_vs_reference"): (0.1, True), ("D", "memory_vs_reference"): (0.4, False)}
+    assert set(checks) == set(expected)
+    for key, (ratio, met) in expected.items():
+        assert checks[key]["ratio"] == pytest.approx(ratio) and checks[key]["met"] is met, key
+
+
+def test_targets_not_measured_when_a_side_is_missing():
+    results = synthetic_results()
+    results["rows"] = [r for r in results["rows"] if (r["method"], r["seq_len"]) != ("sdpa", 16384)]
+    checks = {(c["config"], c["kind"]): c for c in render.speed_targets(results)}
+    assert checks["A", "memory_vs_sdpa"]["ratio"] is None and checks["A", "memory_vs_sdpa"]["met"] is None
+    assert checks["A", "time"]["met"] is True
+
+
+def test_rendered_tables_and_plot(tmp_path):
+    results = synthetic_results()
+    text = render.op_speed_gpu(results)
+    assert text.count("| met |") == 4 and text.count("| missed |") == 4
+    assert "| B | fwd+bwd time ÷ SDPA default's | 8k | 20× | ≤ 16× | missed |" in text
+    assert "| SDPA default (cudnn_attention) | 10.0 ms | 20.0 ms |" in text
+    assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text
+    assert "| A reference | 900 ms (90×) | — |" in text
+    assert "| C triton | 400 MiB (4×) |  |" in text  # peak memory table
+    render.op_speed_gpu_plot(results, tmp_path / "speed.png")
+    assert (tmp_path / "speed.png").stat().st_size > 0
