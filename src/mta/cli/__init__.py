@@ -1,11 +1,11 @@
-"""The `mta` command line: `mta info`, `mta demo`, `mta toy ...`."""
+"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import demo, info, toy
+from . import backends, demo, info, toy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     info.register(subparsers)
     demo.register(subparsers)
+    backends.register(subparsers)
     toy.register(subparsers)
     return parser
 

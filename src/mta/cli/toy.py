@@ -1,8 +1,16 @@
-"""`mta toy ...`: the toy task of the paper's Table 1 (shared/mta-spec.md §5)."""
+"""`mta toy generate | train | eval`: the toy task of the paper's Table 1 (shared/mta-spec.md §5)."""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from mta.data import toy
+from mta.eval.toy import evaluate_toy
+from mta.models.checkpoint import load_checkpoint
+from mta.ops import BACKENDS
+from mta.train import ARCHS, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -10,6 +18,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("toy", help="toy task of the paper's Table 1 (spec §5)")
     toy_sub = parser.add_subparsers(dest="toy_command", required=True)
     _register_generate(toy_sub)
+    _register_train(toy_sub)
+    _register_eval(toy_sub)
     return parser
 
 
@@ -33,3 +43,125 @@ def _generate(args: argparse.Namespace) -> None:
     samples = toy.generate(args.n_block, args.n_query, args.variant, args.samples, args.seed, args.num_blocks)
     toy.write_jsonl(samples, args.out)
     print(f"wrote {len(samples)} samples to {args.out}")
+
+
+def _register_train(toy_sub) -> None:
+    p = toy_sub.add_parser("train", help="train a toy-task model (the paper's settings unless overridden)")
+    p.add_argument("--arch", choices=ARCHS, default="mta")
+    add_train_arguments(p, ToyTrainConfig())
+    p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoint, result.json")
+    p.set_defaults(func=_train)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfig) -> None:
+    """Add the task, optimiser, evaluation and model flags of a toy run, with `defaults` as their defaults.
+
+    `train_config_from_args` turns the parsed flags back into a ToyTrainConfig.
+    """
+    d = defaults
+    model = d.model_config()
+    task = parser.add_argument_group("task")
+    task.add_argument("--variant", choices=toy.VARIANTS, default=d.variant, help=f"label (default {d.variant})")
+    task.add_argument("--n-block", type=int, default=d.n_block, help=f"letters per block, N (default {d.n_block})")
+    task.add_argument("--n-query", type=int, default=d.n_query, help=f"query letters, L (default {d.n_query})")
+    # The paper's default depends on --n-block and --n-query, so it is resolved after parsing.
+    paper_blocks = d.num_blocks == toy.default_num_blocks(d.n_block, d.n_query)
+    task.add_argument("--num-blocks", type=int, default=None if paper_blocks else d.num_blocks,
+                      help="blocks per sample (default: " + ("the most that fit 319 characters, as the paper)"
+                                                             if paper_blocks else f"{d.num_blocks})"))
+    task.add_argument("--seed", type=int, default=d.seed, help=f"model init and training stream (default {d.seed})")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=int, default=d.steps, help=f"most training steps (default {d.steps})")
+    optim.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    optim.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    optim.add_argument("--warmup", type=int, default=d.warmup,
+                       help=f"linear warmup steps, then constant (default {d.warmup})")
+    optim.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("BETA1", "BETA2"),
+                       help=f"AdamW betas (default {d.betas[0]:g} {d.betas[1]:g})")
+    optim.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay:g})")
+    optim.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (default: off)")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps (default {d.eval_every})")
+    evaluation.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                            help=f"held-out samples (default {d.eval_samples})")
+    evaluation.add_argument("--eval-seed", type=int, default=None, help="held-out set seed (default: seed + 1000)")
+    evaluation.add_argument("--patience", type=int, default=d.patience,
+                            help=f"stop after this many evaluations in a row at 0%% error (default {d.patience})")
+    evaluation.add_argument("--log-every", type=int, default=d.log_every,
+                            help=f"steps between metrics lines (default {d.log_every})")
+    arch = parser.add_argument_group("model (overrides of the toy presets)")
+    arch.add_argument("--dim", type=int, default=model.dim, help=f"model width D (default {model.dim})")
+    arch.add_argument("--layers", type=int, default=model.n_layers, help=f"(default {model.n_layers})")
+    arch.add_argument("--heads", type=int, default=model.n_heads, help=f"(default {model.n_heads})")
+    arch.add_argument("--dropout", type=float, default=model.dropout,
+                      help=f"attention-weight dropout (default {model.dropout:g})")
+    arch.add_argument("--kernel", type=int, nargs=2, metavar=("C_Q", "C_K"), default=None,
+                      help="MTA pre-softmax q-k kernel (default: the preset's, 2 9)")
+    arch.add_argument("--backend", choices=BACKENDS, default=model.backend,
+                      help=f"mta_attention backend (default {model.backend})")
+    run = parser.add_argument_group("where")
+    run.add_argument("--device", default=d.device, help="auto (a GPU if there is one), cpu, cuda, cuda:N")
+    run.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                     help="auto: bf16 autocast on a GPU, float32 on a CPU (default auto)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args: argparse.Namespace, arch: str) -> ToyTrainConfig:
+    """The ToyTrainConfig of flags added by `add_train_arguments`, for architecture `arch`."""
+    model = dict(dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=args.dropout, backend=args.backend)
+    if args.kernel is not None and arch == "mta":
+        model["pre_kernel"] = tuple(args.kernel)
+    return ToyTrainConfig(
+        arch=arch,
+        variant=args.variant,
+        n_block=args.n_block,
+        n_query=args.n_query,
+        num_blocks=args.num_blocks,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        betas=tuple(args.betas),
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        eval_every=args.eval_every,
+        eval_samples=args.eval_samples,
+        eval_seed=args.eval_seed,
+        patience=args.patience,
+        log_every=args.log_every,
+        device=args.device,
+        precision=args.precision,
+        model=model,
+    )
+
+
+def _train(args: argparse.Namespace) -> None:
+    config = train_config_from_args(args, args.arch)
+    try:
+        result = train_toy(config, args.out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoint, metrics and result.json are in {args.out}", file=sys.stderr)
+        raise SystemExit(130) from None
+    summary = {key: result[key] for key in ("arch", "variant", "n_block", "n_query", "seed", "steps", "stopped",
+                                            "best_sequence_error_pct", "final_sequence_error_pct",
+                                            "final_token_error_pct", "elapsed_s", "device")}
+    print(json.dumps(summary, indent=2))
+
+
+def _register_eval(toy_sub) -> None:
+    p = toy_sub.add_parser("eval", help="teacher-forced error of a checkpoint on a JSONL file")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. a `toy train` --out)")
+    p.add_argument("--data", required=True, help='JSONL file, one {"src": ..., "tgt": ...} per line')
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast (default fp32)")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint, device)
+    samples = toy.read_jsonl(args.data)
+    result = evaluate_toy(model, samples, args.batch_size, autocast_dtype(device, args.precision))
+    print(json.dumps(result))

@@ -1,0 +1,20 @@
+"""Training: the toy-task trainer and the parts any trainer reuses (schedule, seeded stream, metrics, device)."""
+
+from .metrics import JsonlLog
+from .runtime import PRECISIONS, autocast_dtype, resolve_device
+from .schedule import lr_factor, warmup_schedule
+from .stream import seeded_batches
+from .toy import ARCHS, ToyTrainConfig, train_toy
+
+__all__ = [
+    "ARCHS",
+    "JsonlLog",
+    "PRECISIONS",
+    "ToyTrainConfig",
+    "autocast_dtype",
+    "lr_factor",
+    "resolve_device",
+    "seeded_batches",
+    "train_toy",
+    "warmup_schedule",
+]

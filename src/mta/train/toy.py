@@ -1,0 +1,239 @@
+"""Training on the toy task of the paper's Table 1 (shared/mta-spec.md §5).
+
+The defaults are the paper's: presets toy-transformer / toy-mta, AdamW lr 1e-4, β = (0.9, 0.98), weight decay 0,
+1000 warmup steps then constant, batch 64, up to 100k steps. Training samples are drawn fresh from an endless
+seeded stream; the held-out set is generated with another seed. Training stops early once the held-out sequence
+error has been 0 at `patience` consecutive evaluations.
+
+A run directory holds: metrics.jsonl (one line every `log_every` steps and at every evaluation), the final
+checkpoint (model.safetensors + config.json, see mta.models.checkpoint; also written on Ctrl-C) and result.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mta.data import toy as toy_data
+from mta.eval.toy import IGNORE_INDEX, encode_batch, evaluate_toy
+from mta.models import DecoderLM, ModelConfig, get_preset
+from mta.models.checkpoint import save_checkpoint
+from mta.provenance import run_metadata
+
+from .metrics import JsonlLog
+from .runtime import autocast_dtype, resolve_device
+from .schedule import warmup_schedule
+from .stream import seeded_batches
+
+ARCHS = ("transformer", "mta")
+EVAL_SEED_OFFSET = 1000  # held-out set seed = seed + 1000 unless given
+
+
+@dataclass
+class ToyTrainConfig:
+    """One toy-task run. Task: arch ("transformer" | "mta"), variant ("all" | "first" | "last"), n_block (N,
+    letters per block), n_query (L), num_blocks (None: the most that fit 319 characters, as the paper).
+    Optimisation: steps (the most), batch_size, lr, warmup (linear, then constant), betas, weight_decay,
+    grad_clip (max gradient norm, None = off). Evaluation: every eval_every steps on eval_samples held-out
+    samples drawn with eval_seed (None: seed + 1000); stop after `patience` consecutive evaluations at 0%
+    sequence error. log_every: steps between metrics lines. device: "auto" | "cpu" | "cuda[:N]".
+    precision: "auto" (bf16 autocast on CUDA, float32 on CPU) | "bf16" | "fp32".
+    model: ModelConfig overrides of the preset toy-<arch> (dim, n_layers, n_heads, dropout, backend, pre_kernel...).
+    """
+
+    arch: str = "mta"
+    variant: str = "all"
+    n_block: int = 5
+    n_query: int = 2
+    num_blocks: int | None = None
+    seed: int = 42
+    steps: int = 100_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup: int = 1000
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    eval_every: int = 1000
+    eval_samples: int = 1000
+    eval_seed: int | None = None
+    patience: int = 3
+    log_every: int = 100
+    device: str = "auto"
+    precision: str = "auto"
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch: got {self.arch!r}, expected one of {ARCHS}")
+        for name in ("steps", "batch_size", "eval_every", "eval_samples", "patience", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: got {value!r}, expected a positive integer")
+        if self.warmup < 0:
+            raise ValueError(f"warmup: got {self.warmup}, expected >= 0")
+        if not self.lr > 0:
+            raise ValueError(f"lr: got {self.lr}, expected > 0")
+        if self.num_blocks is None:
+            self.num_blocks = toy_data.default_num_blocks(self.n_block, self.n_query)
+        # Draw one sample to validate the task settings now rather than inside the loop.
+        toy_data.make_sample(random.Random(0), self.n_block, self.n_query, self.variant, self.num_blocks)
+        if self.eval_seed is None:
+            self.eval_seed = self.seed + EVAL_SEED_OFFSET
+
+    @property
+    def sequence_length(self) -> int:
+        """Model input length of a sample: BOS + src + tgt (EOS is only predicted)."""
+        src = self.num_blocks * (self.n_block + 1) + self.n_query
+        tgt = self.n_block if self.variant == "all" else 1
+        return 1 + src + tgt
+
+    def model_config(self) -> ModelConfig:
+        """The preset toy-<arch> with the `model` overrides; max_seq_len grows to fit the samples if needed."""
+        preset = get_preset(f"toy-{self.arch}")
+        overrides = {"max_seq_len": max(preset.max_seq_len, self.sequence_length), **self.model}
+        return get_preset(f"toy-{self.arch}", **overrides)
+
+
+def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train one model as `config` says, writing the run directory `out_dir`; return result.json's contents.
+
+    On KeyboardInterrupt the checkpoint and result.json (stopped = "interrupted") are written, then the
+    interrupt is raised again.
+    """
+    run = _ToyRun(config, Path(out_dir))
+    with JsonlLog(run.out_dir / "metrics.jsonl") as log:
+        try:
+            run.train(log, progress)
+        except KeyboardInterrupt:
+            run.stopped = "interrupted"
+            run.finish()
+            raise
+    return run.finish()
+
+
+class _ToyRun:
+    """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
+
+    def __init__(self, config: ToyTrainConfig, out_dir: Path):
+        self.config, self.out_dir = config, out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(config.device)
+        self.amp_dtype = autocast_dtype(self.device, config.precision)
+        torch.manual_seed(config.seed)
+        self.model = DecoderLM(config.model_config()).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.schedule = warmup_schedule(self.optimizer, config.warmup)
+        task = (config.n_block, config.n_query, config.variant, config.num_blocks)
+        self.held_out = toy_data.generate(*task[:3], config.eval_samples, config.eval_seed, config.num_blocks)
+        self.batches = seeded_batches(
+            lambda rng: toy_data.make_sample(rng, *task), config.batch_size, f"train-{config.seed}"
+        )
+        self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
+        self.evaluations: list[dict] = []
+        self.start = time.perf_counter()
+
+    def train(self, log: JsonlLog, progress: bool) -> None:
+        """Run the optimisation steps, logging and evaluating, until solved or out of steps."""
+        config = self.config
+        loss_sum, loss_count = torch.zeros((), device=self.device), 0
+        self.model.train()
+        with tqdm(total=config.steps, desc=f"toy {config.arch}", unit="step", disable=not progress, leave=False) as bar:
+            while self.step < config.steps:
+                lr = self.optimizer.param_groups[0]["lr"]
+                loss_sum += self.train_step()
+                loss_count += 1
+                bar.update()
+                is_eval = self.step % config.eval_every == 0
+                if not (is_eval or self.step % config.log_every == 0):
+                    continue
+                record = {"step": self.step, "loss": loss_sum.item() / loss_count, "lr": lr}
+                loss_sum.zero_()
+                loss_count = 0
+                if is_eval:
+                    record.update(self.evaluate())
+                log.write({**record, "elapsed_s": self.elapsed()})
+                bar.set_postfix(loss=f"{record['loss']:.4f}", **self.postfix())
+                if self.zero_streak >= config.patience:
+                    self.stopped = "solved"
+                    break
+        if not self.evaluations or self.evaluations[-1]["step"] != self.step:
+            log.write({"step": self.step, **self.evaluate(), "elapsed_s": self.elapsed()})
+
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step on a fresh batch; returns the detached loss (no device sync)."""
+        inputs, targets = encode_batch(next(self.batches), self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss = self.model(inputs, targets, ignore_index=IGNORE_INDEX)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        self.step += 1
+        return loss.detach()
+
+    def evaluate(self) -> dict:
+        """Evaluate on the held-out set, update the run of 0% evaluations; return the metrics fields."""
+        result = evaluate_toy(self.model, self.held_out, autocast_dtype=self.amp_dtype)
+        self.evaluations.append({"step": self.step, **result})
+        self.zero_streak = self.zero_streak + 1 if result["sequence_error_pct"] == 0 else 0
+        return {
+            "eval_sequence_error_pct": result["sequence_error_pct"],
+            "eval_token_error_pct": result["token_error_pct"],
+        }
+
+    def postfix(self) -> dict:
+        return {"seq_err": f"{self.evaluations[-1]['sequence_error_pct']:.1f}%"} if self.evaluations else {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def finish(self) -> dict:
+        """Save the checkpoint and result.json; return the result."""
+        save_checkpoint(self.model, self.out_dir)
+        result = self.result()
+        (self.out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return result
+
+    def result(self) -> dict:
+        """result.json: the task, how the run ended, its errors, its settings and where it ran."""
+        config, evaluations = self.config, self.evaluations
+        best = min(evaluations, key=lambda e: (e["sequence_error_pct"], e["token_error_pct"]), default={})
+        final = evaluations[-1] if evaluations else {}
+        solved = self.stopped == "solved"
+        return {
+            "arch": config.arch,
+            "variant": config.variant,
+            "n_block": config.n_block,
+            "n_query": config.n_query,
+            "num_blocks": config.num_blocks,
+            "seed": config.seed,
+            "steps": self.step,
+            "stopped": self.stopped,
+            # The first evaluation of the closing run of 0% evaluations that stopped training.
+            "solved_step": evaluations[-self.zero_streak]["step"] if solved else None,
+            "best_sequence_error_pct": best.get("sequence_error_pct"),
+            "best_token_error_pct": best.get("token_error_pct"),
+            "best_step": best.get("step"),
+            "final_sequence_error_pct": final.get("sequence_error_pct"),
+            "final_token_error_pct": final.get("token_error_pct"),
+            "eval_samples": config.eval_samples,
+            "elapsed_s": self.elapsed(),
+            "parameters": self.model.num_parameters(),
+            "device": str(self.device),
+            "train_config": dataclasses.asdict(config),
+            "model_config": dataclasses.asdict(self.model.config),
+            "environment": run_metadata(),
+        }

@@ -1,0 +1,65 @@
+"""The command line in-process: `mta toy train`, `mta toy eval`, `mta demo` and `mta backends` with tiny settings."""
+
+import json
+
+import pytest
+
+from mta.cli import build_parser, main
+from mta.cli.demo import DEMO
+from mta.data import toy
+
+TINY = ["--n-block", "3", "--num-blocks", "3", "--steps", "4", "--batch-size", "4", "--warmup", "2",
+        "--eval-every", "2", "--eval-samples", "4", "--dim", "16", "--layers", "1", "--no-progress"]
+
+
+def test_toy_train_defaults_are_the_papers():
+    args = build_parser().parse_args(["toy", "train", "--out", "x"])
+    assert (args.arch, args.variant, args.n_block, args.n_query, args.seed) == ("mta", "all", 5, 2, 42)
+    assert (args.steps, args.batch_size, args.lr, args.warmup, tuple(args.betas)) == (100_000, 64, 1e-4, 1000,
+                                                                                      (0.9, 0.98))
+    assert (args.dim, args.layers, args.heads, args.dropout, args.patience) == (256, 4, 2, 0.1, 3)
+    assert args.num_blocks is None  # resolved from --n-block / --n-query
+
+
+def test_toy_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["toy", "train", "--arch", "mta", "--kernel", "2", "5", *TINY, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 4 and summary["arch"] == "mta"
+    result = json.loads((out / "result.json").read_text())
+    assert result["model_config"]["pre_kernel"] == [2, 5] and result["train_config"]["lr"] == 1e-4
+
+    data = tmp_path / "test.jsonl"
+    toy.write_jsonl(toy.generate(3, 2, "all", 5, seed=9, num_blocks=3) + [{"src": "ab.cd#ba", "tgt": "ab"}], data)
+    assert main(["toy", "eval", "--checkpoint", str(out), "--data", str(data), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 6
+    assert set(report) == {"samples", "sequence_error_pct", "token_error_pct"}
+
+
+def test_toy_eval_reports_a_missing_checkpoint(tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    toy.write_jsonl([{"src": "a#a", "tgt": "a"}], data)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["toy", "eval", "--checkpoint", str(tmp_path / "none"), "--data", str(data)])
+    assert exit_info.value.code == 2
+    assert "config.json not found" in capsys.readouterr().err
+
+
+def test_demo_runs_both_architectures(tmp_path, capsys):
+    assert main(["demo", *TINY, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "transformer" in printed and "mta" in printed and "sequence error %" in printed
+    for arch in ("transformer", "mta"):
+        assert json.loads((tmp_path / arch / "result.json").read_text())["steps"] == 4
+
+
+def test_demo_defaults_are_the_demo_setting():
+    args = build_parser().parse_args(["demo"])
+    assert (args.n_block, args.num_blocks, args.steps, args.dim) == (DEMO.n_block, DEMO.num_blocks, DEMO.steps,
+                                                                     DEMO.model["dim"])
+
+
+def test_backends_command(capsys):
+    assert main(["backends", "--steps", "1", "--batch", "1", "--seq-len", "8", "--cost-lengths", "16"]) == 0
+    assert "mta chunked" in capsys.readouterr().out

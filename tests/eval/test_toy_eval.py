@@ -1,0 +1,97 @@
+"""Toy-task evaluation: the sequence layout, the loss mask and the error metrics (shared/mta-spec.md §5)."""
+
+import pytest
+import torch
+from torch import nn
+
+from mta.data import toy
+from mta.eval.toy import IGNORE_INDEX, encode_batch, evaluate_toy
+from mta.models import DecoderLM, get_preset
+
+SAMPLES = [
+    {"src": "abc.def#ab", "tgt": "abc"},
+    {"src": "xyz.uvw#wu", "tgt": "uvw"},
+    {"src": "a.b#b", "tgt": "b"},  # shorter: padded
+    {"src": "qrs.tuv.wxy#yw", "tgt": "wxy"},
+]
+
+
+def test_encode_batch_layout():
+    inputs, targets = encode_batch([{"src": "ab.c#a", "tgt": "ab"}, {"src": "a#a", "tgt": "a"}])
+    ids = toy.encode
+    assert inputs.tolist() == [
+        [toy.BOS_ID, *ids("ab.c#a"), *ids("ab")],
+        [toy.BOS_ID, *ids("a#a"), *ids("a"), toy.PAD_ID, toy.PAD_ID, toy.PAD_ID, toy.PAD_ID],
+    ]
+    x = IGNORE_INDEX
+    assert targets.tolist() == [
+        [x, x, x, x, x, x, *ids("ab"), toy.EOS_ID],
+        [x, x, x, *ids("a"), toy.EOS_ID, x, x, x, x],
+    ]
+
+
+def test_encode_batch_names_the_bad_sample():
+    with pytest.raises(ValueError, match="sample 1: .*'A'"):
+        encode_batch([{"src": "a#a", "tgt": "a"}, {"src": "A#a", "tgt": "a"}])
+
+
+class ScriptedModel(nn.Module):
+    """Predicts, for each input row it was built with, the true next tokens except at chosen positions.
+
+    wrong: {(sample index, target index): predicted id}, target index len(tgt) meaning EOS.
+    """
+
+    def __init__(self, samples, wrong):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the model a device
+        self.answers = {}
+        for index, sample in enumerate(samples):
+            inputs, targets = encode_batch([sample])
+            logits = torch.zeros(inputs.shape[1], toy.VOCAB_SIZE)
+            for pos, target in enumerate(targets[0].tolist()):
+                logits[pos, toy.PAD_ID if target == IGNORE_INDEX else target] = 1.0
+            for (i, k), token in wrong.items():
+                if i == index:
+                    logits[len(sample["src"]) + k] = 0.0
+                    logits[len(sample["src"]) + k, token] = 1.0
+            self.answers[tuple(inputs[0].tolist())] = logits
+
+    def forward(self, tokens):
+        rows = []
+        for row in tokens.tolist():
+            while tuple(row) not in self.answers:  # strip the batch's padding
+                row = row[:-1]
+            logits = self.answers[tuple(row)]
+            rows.append(torch.cat([logits, torch.zeros(tokens.shape[1] - len(row), toy.VOCAB_SIZE)]))
+        return torch.stack(rows)
+
+
+TARGET_LETTERS = sum(len(s["tgt"]) for s in SAMPLES)  # 10
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+@pytest.mark.parametrize(
+    "wrong,sequence_pct,token_pct",
+    [
+        ({}, 0.0, 0.0),
+        ({(1, 2): toy.encode("a")[0]}, 25.0, 100 / TARGET_LETTERS),
+        ({(0, 0): toy.EOS_ID, (0, 1): toy.PAD_ID, (2, 0): toy.encode("a")[0]}, 50.0, 300 / TARGET_LETTERS),
+        ({(3, 3): toy.PAD_ID}, 0.0, 0.0),  # a wrong EOS is not scored (the paper scores target letters)
+    ],
+)
+def test_errors_of_a_scripted_model(wrong, sequence_pct, token_pct, batch_size):
+    result = evaluate_toy(ScriptedModel(SAMPLES, wrong), SAMPLES, batch_size=batch_size)
+    assert result == {"samples": 4, "sequence_error_pct": sequence_pct, "token_error_pct": pytest.approx(token_pct)}
+
+
+def test_padding_does_not_change_a_real_model():
+    torch.manual_seed(0)
+    model = DecoderLM(get_preset("toy-mta", dim=32, n_layers=1)).train()
+    one = evaluate_toy(model, SAMPLES, batch_size=1)
+    assert evaluate_toy(model, SAMPLES, batch_size=4) == one
+    assert model.training  # restored
+
+
+def test_no_samples():
+    model = DecoderLM(get_preset("toy-transformer", dim=32, n_layers=1))
+    assert evaluate_toy(model, []) == {"samples": 0, "sequence_error_pct": 0.0, "token_error_pct": 0.0}

@@ -1,0 +1,99 @@
+"""The toy-task trainer on CPU: its run directory, early stopping and Ctrl-C handling (shared/mta-spec.md §5)."""
+
+import json
+
+import pytest
+import torch
+
+from mta.eval.toy import evaluate_toy
+from mta.models.checkpoint import load_checkpoint
+from mta.train import ToyTrainConfig, train_toy
+from mta.train import toy as toy_train
+
+TINY = dict(n_block=3, num_blocks=4, batch_size=4, warmup=2, eval_samples=6, model=dict(dim=16, n_layers=1))
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mta"])
+def test_run_directory(tmp_path, arch):
+    config = ToyTrainConfig(arch=arch, steps=5, eval_every=2, log_every=1, **TINY)
+    result = train_toy(config, tmp_path, progress=False)
+
+    assert json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(result))
+    assert result["arch"] == arch and result["steps"] == 5 and result["stopped"] == "max_steps"
+    assert result["solved_step"] is None
+    assert result["n_block"] == 3 and result["num_blocks"] == 4 and result["seed"] == 42
+    assert result["device"] == "cpu" and result["environment"]["commit"]
+    assert 0 <= result["final_sequence_error_pct"] <= 100
+
+    metrics = lines(tmp_path / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 5]  # a line per step, then the final evaluation
+    assert [m["lr"] for m in metrics[:3]] == pytest.approx([0.5e-4, 1e-4, 1e-4])  # 2 warmup steps
+    assert all(m["loss"] > 0 for m in metrics[:5])
+    assert "eval_sequence_error_pct" in metrics[1] and "eval_sequence_error_pct" not in metrics[0]
+    assert metrics[-1]["eval_sequence_error_pct"] == result["final_sequence_error_pct"]
+    assert all(m["elapsed_s"] >= 0 for m in metrics)
+
+    model = load_checkpoint(tmp_path)
+    assert model.config.attention == arch and model.config.dim == 16
+    held_out = toy_train.toy_data.generate(3, 2, "all", 6, seed=42 + 1000, num_blocks=4)
+    assert evaluate_toy(model, held_out)["sequence_error_pct"] == result["final_sequence_error_pct"]
+
+
+def test_same_seed_same_run(tmp_path):
+    config = ToyTrainConfig(steps=3, eval_every=3, **TINY)
+    first = train_toy(config, tmp_path / "a", progress=False)
+    second = train_toy(config, tmp_path / "b", progress=False)
+    loss = [[m.get("loss") for m in lines(tmp_path / run / "metrics.jsonl")] for run in "ab"]
+    assert loss[0] == loss[1]
+    assert first["final_token_error_pct"] == second["final_token_error_pct"]
+
+
+def test_stops_once_solved(tmp_path, monkeypatch):
+    errors = iter([10.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0])
+    monkeypatch.setattr(toy_train, "evaluate_toy", lambda *args, **kwargs: {
+        "samples": 6, "sequence_error_pct": next(errors), "token_error_pct": 0.0})
+    config = ToyTrainConfig(steps=100, eval_every=2, log_every=100, patience=3, **TINY)
+    result = train_toy(config, tmp_path, progress=False)
+    assert result["stopped"] == "solved"
+    assert result["steps"] == 12 and result["solved_step"] == 8
+    assert result["best_sequence_error_pct"] == 0.0 and result["final_sequence_error_pct"] == 0.0
+    assert len(lines(tmp_path / "metrics.jsonl")) == 6  # no extra final evaluation
+
+
+def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):
+    real_step = toy_train._ToyRun.train_step
+
+    def step_then_interrupt(run):
+        if run.step == 3:
+            raise KeyboardInterrupt
+        return real_step(run)
+
+    monkeypatch.setattr(toy_train._ToyRun, "train_step", step_then_interrupt)
+    config = ToyTrainConfig(steps=100, eval_every=2, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(config, tmp_path, progress=False)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["stopped"] == "interrupted" and result["steps"] == 3
+    assert result["final_sequence_error_pct"] is not None  # the evaluation at step 2
+    assert isinstance(load_checkpoint(tmp_path), torch.nn.Module)
+
+
+def test_bad_settings_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="arch"):
+        ToyTrainConfig(arch="rnn")
+    with pytest.raises(ValueError, match="eval_every"):
+        ToyTrainConfig(eval_every=0)
+    with pytest.raises(ValueError, match="n_query"):
+        ToyTrainConfig(n_block=2, n_query=3)
+    with pytest.raises(ValueError, match="pre_kernel"):
+        train_toy(ToyTrainConfig(arch="transformer", **{**TINY, "model": {"pre_kernel": (2, 9)}}), tmp_path)
+
+
+def test_long_samples_grow_max_seq_len():
+    config = ToyTrainConfig(n_block=5, num_blocks=100)
+    assert config.model_config().max_seq_len == config.sequence_length == 1 + 100 * 6 + 2 + 5
+    assert ToyTrainConfig().model_config().max_seq_len == 512  # the preset's
