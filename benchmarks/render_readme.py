@@ -287,7 +287,26 @@ def triton_accuracy(results: dict) -> str:
     return "\n".join(lines)
 
 
+def toy_demo(runs: list[dict]) -> str:
+    """The demo's two runs: held-out errors, steps and wall time per architecture."""
+    lines = ["| model | sequence error % | token error % | steps | wall time |", "|---|---:|---:|---:|---:|"]
+    for run in sorted(runs, key=lambda r: r["arch"] != "transformer"):
+        lines.append(f"| {run['arch']} | {run['final_sequence_error_pct']:.1f} | {run['final_token_error_pct']:.1f} | "
+                     f"{run['steps']:,} | {run['elapsed_s'] / 60:.1f} min |")
+    config = runs[0]["train_config"]
+    lines += ["", f"Task: {config['num_blocks']} blocks of {config['n_block']} letters, {config['n_query']} query letters, "
+              f"label '{config['variant']}', seed {config['seed']}, {config['eval_samples']} held-out samples.",
+              "", provenance_line(runs[0]["environment"])]
+    return "\n".join(lines)
+
+
+def load_toy_demo() -> list[dict] | None:
+    files = sorted((ROOT / "results" / "toy_demo").glob("*.json"))
+    return [json.loads(f.read_text()) for f in files] or None
+
+
 TABLES = {
+    "toy_demo": (load_toy_demo, toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),

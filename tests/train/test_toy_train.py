@@ -97,3 +97,17 @@ def test_long_samples_grow_max_seq_len():
     config = ToyTrainConfig(n_block=5, num_blocks=100)
     assert config.model_config().max_seq_len == config.sequence_length == 1 + 100 * 6 + 2 + 5
     assert ToyTrainConfig().model_config().max_seq_len == 512  # the preset's
+
+
+def test_tensor_data_source(tmp_path):
+    config = ToyTrainConfig(steps=3, eval_every=3, data="tensor", **TINY)
+    first = train_toy(config, tmp_path / "a", progress=False)
+    second = train_toy(config, tmp_path / "b", progress=False)
+    assert first["train_config"]["data"] == "tensor" and first["steps"] == 3
+    loss = [[m.get("loss") for m in lines(tmp_path / run / "metrics.jsonl")] for run in "ab"]
+    assert loss[0] == loss[1]
+    batches = toy_train.training_batches(config, torch.device("cpu"))
+    inputs, targets = next(batches)
+    assert inputs.shape == targets.shape == (4, config.sequence_length)
+    with pytest.raises(ValueError, match="data: got 'disk'"):
+        ToyTrainConfig(data="disk", **TINY)

@@ -10,7 +10,7 @@ from mta.data import toy
 from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import load_checkpoint
 from mta.ops import BACKENDS
-from mta.train import ARCHS, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy
+from mta.train import ARCHS, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -103,6 +103,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfi
     run.add_argument("--device", default=d.device, help="auto (a GPU if there is one), cpu, cuda, cuda:N")
     run.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                      help="auto: bf16 autocast on a GPU, float32 on a CPU (default auto)")
+    run.add_argument("--data", choices=DATA_SOURCES, default=d.data,
+                     help="training batches: python (one sample at a time), tensor (a batch at once on the device) "
+                          "or auto (tensor on a GPU, python on a CPU; default)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -132,6 +135,7 @@ def train_config_from_args(args: argparse.Namespace, arch: str) -> ToyTrainConfi
         log_every=args.log_every,
         device=args.device,
         precision=args.precision,
+        data=args.data,
         model=model,
     )
 

@@ -4,10 +4,11 @@ from .metrics import JsonlLog
 from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
 from .stream import seeded_batches
-from .toy import ARCHS, ToyTrainConfig, train_toy
+from .toy import ARCHS, DATA_SOURCES, ToyTrainConfig, train_toy
 
 __all__ = [
     "ARCHS",
+    "DATA_SOURCES",
     "JsonlLog",
     "PRECISIONS",
     "ToyTrainConfig",

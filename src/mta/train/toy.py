@@ -17,12 +17,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from mta.data import toy as toy_data
+from mta.data.toy_tensor import draw_batch
 from mta.eval.toy import IGNORE_INDEX, encode_batch, evaluate_toy
 from mta.models import DecoderLM, ModelConfig, get_preset
 from mta.models.checkpoint import save_checkpoint
@@ -34,6 +36,7 @@ from .schedule import warmup_schedule
 from .stream import seeded_batches
 
 ARCHS = ("transformer", "mta")
+DATA_SOURCES = ("auto", "python", "tensor")
 EVAL_SEED_OFFSET = 1000  # held-out set seed = seed + 1000 unless given
 
 
@@ -46,6 +49,9 @@ class ToyTrainConfig:
     samples drawn with eval_seed (None: seed + 1000); stop after `patience` consecutive evaluations at 0%
     sequence error. log_every: steps between metrics lines. device: "auto" | "cpu" | "cuda[:N]".
     precision: "auto" (bf16 autocast on CUDA, float32 on CPU) | "bf16" | "fp32".
+    data: how training batches are drawn: "python" (mta.data.toy, one sample at a time), "tensor"
+    (mta.data.toy_tensor, a batch at once on the device: the same distribution, other draws) or "auto" (tensor
+    on CUDA, where the Python generator costs more than a step, python on CPU).
     model: ModelConfig overrides of the preset toy-<arch> (dim, n_layers, n_heads, dropout, backend, pre_kernel...).
     """
 
@@ -69,6 +75,7 @@ class ToyTrainConfig:
     log_every: int = 100
     device: str = "auto"
     precision: str = "auto"
+    data: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +93,8 @@ class ToyTrainConfig:
             self.num_blocks = toy_data.default_num_blocks(self.n_block, self.n_query)
         # Draw one sample to validate the task settings now rather than inside the loop.
         toy_data.make_sample(random.Random(0), self.n_block, self.n_query, self.variant, self.num_blocks)
+        if self.data not in DATA_SOURCES:
+            raise ValueError(f"data: got {self.data!r}, expected one of {DATA_SOURCES}")
         if self.eval_seed is None:
             self.eval_seed = self.seed + EVAL_SEED_OFFSET
 
@@ -120,6 +129,17 @@ def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True
     return run.finish()
 
 
+def training_batches(config: ToyTrainConfig, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (inputs, targets) [B, T] batches on `device` from the source `config.data` names, seeded by config.seed."""
+    task = (config.n_block, config.n_query, config.variant, config.num_blocks)
+    if config.data == "tensor" or (config.data == "auto" and device.type == "cuda"):
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        while True:
+            yield draw_batch(config.batch_size, *task, generator, device, IGNORE_INDEX)
+    for samples in seeded_batches(lambda rng: toy_data.make_sample(rng, *task), config.batch_size, f"train-{config.seed}"):
+        yield encode_batch(samples, device)
+
+
 class _ToyRun:
     """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
 
@@ -136,9 +156,7 @@ class _ToyRun:
         self.schedule = warmup_schedule(self.optimizer, config.warmup)
         task = (config.n_block, config.n_query, config.variant, config.num_blocks)
         self.held_out = toy_data.generate(*task[:3], config.eval_samples, config.eval_seed, config.num_blocks)
-        self.batches = seeded_batches(
-            lambda rng: toy_data.make_sample(rng, *task), config.batch_size, f"train-{config.seed}"
-        )
+        self.batches = training_batches(config, self.device)
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
         self.start = time.perf_counter()
@@ -172,7 +190,7 @@ class _ToyRun:
 
     def train_step(self) -> torch.Tensor:
         """One optimiser step on a fresh batch; returns the detached loss (no device sync)."""
-        inputs, targets = encode_batch(next(self.batches), self.device)
+        inputs, targets = next(self.batches)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss = self.model(inputs, targets, ignore_index=IGNORE_INDEX)
         loss.backward()
