@@ -1,45 +1,21 @@
 """The chunked backend against the reference: forward and every gradient, every option, odd shapes, memory."""
 
-import itertools
-
 import pytest
 import torch
 
 from mta.ops import mta_attention
 from mta.ops.chunked import ChunkedMTA, chunked_attention
 from mta.profiling import LargestTensorProbe
-from op_cases import make_inputs, make_kernel, make_mixer, output_and_grads
+from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, assert_matches_reference, build_options, combination_id, make_inputs
 
-OPTION_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
+def compare_backends(q, k, v, options, block_size, rtol=1e-10, atol=1e-10, reference_dtype=torch.float64):
+    def run(q, k, v, options, scale):
+        return chunked_attention(q, k, v, **options, scale=scale, dropout_p=0.0, block_size=block_size)
 
-
-def build_options(enabled, heads=4, pre=(3, 5), post=(4, 3), dtype=torch.float64):
-    """Random non-identity kernels/mixers for the enabled option names."""
-    makers = {
-        "kernel_pre": lambda: make_kernel(heads, *pre, dtype=dtype, seed=11),
-        "kernel_post": lambda: make_kernel(heads, *post, dtype=dtype, seed=12),
-        "head_mix_pre": lambda: make_mixer(heads // 2, 2, dtype=dtype, seed=13),
-        "head_mix_post": lambda: make_mixer(1, heads, dtype=dtype, seed=14),
-    }
-    return {name: makers[name]() for name in enabled}
+    assert_matches_reference(run, q, k, v, options, rtol, atol, reference_dtype=reference_dtype)
 
 
-def compare_backends(q, k, v, options, block_size, rtol=1e-10, atol=1e-10):
-    tensors = [q, k, v, *options.values()]
-    ref_out, ref_grads = output_and_grads(lambda: mta_attention(q, k, v, **options, backend="reference"), tensors)
-    got_out, got_grads = output_and_grads(
-        lambda: chunked_attention(q, k, v, **options, scale=q.shape[-1] ** -0.5, dropout_p=0.0, block_size=block_size),
-        tensors,
-    )
-    torch.testing.assert_close(got_out, ref_out, rtol=rtol, atol=atol)
-    for name, got, ref in zip(["q", "k", "v", *options], got_grads, ref_grads):
-        torch.testing.assert_close(got, ref, rtol=rtol, atol=atol, msg=lambda m: f"grad of {name}: {m}")
-
-
-@pytest.mark.parametrize(
-    "enabled", [combo for r in range(len(OPTION_NAMES) + 1) for combo in itertools.combinations(OPTION_NAMES, r)],
-    ids=lambda combo: "+".join(combo) or "plain",
-)
+@pytest.mark.parametrize("enabled", OPTION_COMBINATIONS, ids=combination_id)
 def test_every_option_combination(enabled):
     q, k, v = make_inputs(seq_len=19)
     compare_backends(q, k, v, build_options(enabled), block_size=5)
@@ -71,7 +47,7 @@ def test_low_precision_matches_reference(dtype, tol):
     q, k, v = make_inputs(seq_len=21, dtype=dtype)
     # float32 kernels beside half-precision q, as mixed-precision training passes them
     options = build_options(OPTION_NAMES, dtype=torch.float32 if dtype != torch.float32 else dtype)
-    compare_backends(q, k, v, options, block_size=6, rtol=tol, atol=tol)
+    compare_backends(q, k, v, options, block_size=6, rtol=tol, atol=tol, reference_dtype=None)
     out = chunked_attention(q, k, v, **options, scale=0.3, dropout_p=0.0)
     assert out.dtype == dtype
 
@@ -92,7 +68,7 @@ def test_auto_uses_chunked_for_long_sequences(monkeypatch):
 
 def test_dropout_is_reproducible_and_its_backward_exact():
     q, k, v = make_inputs(batch=1, heads=2, seq_len=9, head_dim=3)
-    options = build_options(OPTION_NAMES, heads=2, pre=(2, 3), post=(2, 3))
+    options = build_options(OPTION_NAMES, heads=2, pre=(2, 3), post=(2, 3), groups=(1, 1))
     torch.manual_seed(0)
     first = mta_attention(q, k, v, **options, dropout_p=0.3, backend="chunked")
     torch.manual_seed(0)
@@ -110,7 +86,7 @@ def test_dropout_is_reproducible_and_its_backward_exact():
 
 def largest_tensor_in_forward_backward(backend, seq_len, block_size=32):
     q, k, v = make_inputs(batch=1, heads=2, seq_len=seq_len, head_dim=4, dtype=torch.float32)
-    options = build_options(OPTION_NAMES, heads=2, pre=(6, 11), post=(6, 11), dtype=torch.float32)
+    options = build_options(OPTION_NAMES, heads=2, pre=(6, 11), post=(6, 11), groups=(1, 1), dtype=torch.float32)
     with LargestTensorProbe() as probe:
         if backend == "chunked":
             out = chunked_attention(q, k, v, **options, scale=0.5, dropout_p=0.0, block_size=block_size)

@@ -1,7 +1,6 @@
 """The Triton backend end to end against the float64 reference: every option, odd shapes, forward and every
 gradient. Without a GPU it runs under TRITON_INTERPRET=1 (set here before triton is imported), tiny shapes."""
 
-import itertools
 import os
 
 import pytest
@@ -12,71 +11,34 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from mta.ops.reference import reference_attention  # noqa: E402
 from mta.ops.triton import triton_attention  # noqa: E402
 from mta.ops.triton.function import BlockConfig  # noqa: E402
-from op_cases import make_inputs, make_kernel, make_mixer  # noqa: E402
+import op_cases  # noqa: E402
+from op_cases import OPTION_NAMES, make_inputs  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-OPTION_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
 # small tiles so that tiles and column chunks have tails (one config: no autotuning per test shape on a GPU)
 CONFIG = BlockConfig(16, 16, 16, 32)
 
 
-def build_options(enabled, heads=4, pre=(3, 5), post=(2, 3), groups=(2, 1)):
-    """Random non-identity float32 kernels/mixers; groups = (G_pre, G_post)."""
-    makers = {
-        "kernel_pre": lambda: make_kernel(heads, *pre, dtype=torch.float32, seed=11),
-        "kernel_post": lambda: make_kernel(heads, *post, dtype=torch.float32, seed=12),
-        "head_mix_pre": lambda: make_mixer(groups[0], heads // groups[0], dtype=torch.float32, seed=13),
-        "head_mix_post": lambda: make_mixer(groups[1], heads // groups[1], dtype=torch.float32, seed=14),
-    }
-    return {name: makers[name]().detach().to(DEVICE).requires_grad_() for name in enabled}
-
-
-def output_and_grads(fn, tensors):
-    """Run fn(), then back-propagate a fixed non-uniform cotangent on fn's device; returns (output, grads)."""
-    out = fn()
-    cotangent = torch.sin(torch.arange(out.numel(), dtype=torch.float64)).reshape(out.shape).to(out)
-    return out.detach(), torch.autograd.grad((out * cotangent).sum(), tensors)
-
-
-def assert_close_in_norm(got, ref, tol, name):
-    """‖got - ref‖ <= tol·‖ref‖: for bfloat16, whose rounding makes single near-zero elements meaningless."""
-    error = (got.double() - ref).norm() / ref.norm()
-    assert error <= tol, f"{name}: relative error {error:.2e} in norm, allowed {tol}"
+def build_options(enabled, **kwargs):
+    """Random non-identity float32 kernels/mixers on the test device (post kernel 2×3 unless given)."""
+    return op_cases.build_options(enabled, **{"post": (2, 3), **kwargs}, dtype=torch.float32, device=DEVICE)
 
 
 def compare_with_reference(q, k, v, options, tol, in_norm=False):
-    """Triton output and gradients against the float64 reference on the same (rounded) inputs.
+    """Triton output and gradients against the float64 reference on the same (rounded) inputs."""
+    def run(q, k, v, options, scale):
+        return triton_attention(q, k, v, **options, scale=scale, dropout_p=0.0, config=CONFIG)
 
-    Elementwise within tol, or in norm (`assert_close_in_norm`) when in_norm is set."""
-    scale = q.shape[-1] ** -0.5
-    tensors = [q, k, v, *options.values()]
-    exact = [t.detach().double().requires_grad_() for t in tensors]
-    ref_out, ref_grads = output_and_grads(
-        lambda: reference_attention(*exact[:3], **dict(zip(options, exact[3:])), scale=scale, dropout_p=0.0), exact
-    )
-    got_out, got_grads = output_and_grads(
-        lambda: triton_attention(q, k, v, **options, scale=scale, dropout_p=0.0, config=CONFIG), tensors
-    )
-    for name, tensor, got, ref in zip(["out", "q", "k", "v", *options], [q, *tensors], [got_out, *got_grads],
-                                      [ref_out, *ref_grads]):
-        assert got.dtype == tensor.dtype
-        if in_norm:
-            assert_close_in_norm(got, ref, tol, name)
-        else:
-            torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol, msg=lambda m: f"{name}: {m}")
+    op_cases.assert_matches_reference(run, q, k, v, options, tol, in_norm=in_norm)
 
 
 def inputs(dtype=torch.float32, **shape):
     return [t.detach().to(DEVICE).requires_grad_() for t in make_inputs(dtype=dtype, **shape)]
 
 
-@pytest.mark.parametrize(
-    "enabled", [combo for r in range(len(OPTION_NAMES) + 1) for combo in itertools.combinations(OPTION_NAMES, r)],
-    ids=lambda combo: "+".join(combo) or "plain",
-)
+@pytest.mark.parametrize("enabled", op_cases.OPTION_COMBINATIONS, ids=op_cases.combination_id)
 def test_every_option_combination(enabled):
     q, k, v = inputs(batch=1, seq_len=19)
     compare_with_reference(q, k, v, build_options(enabled), tol=1e-4)

@@ -4,49 +4,22 @@ No Triton needed: this checks that MTA == glue + one banded causal attention, fo
 in float64, before any kernel is involved.
 """
 
-import itertools
 
 import pytest
 import torch
 
-from mta.ops.reference import reference_attention
 from mta.ops.triton.glue import band_matrix, banded_attention_torch, banded_mta
-from op_cases import make_inputs, make_kernel, make_mixer, output_and_grads
-
-OPTION_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
-
-
-def build_options(enabled, heads=4, pre=(3, 5), post=(4, 3), groups=(2, 1), dtype=torch.float64):
-    """Random non-identity kernels/mixers; groups = (G_pre, G_post)."""
-    makers = {
-        "kernel_pre": lambda: make_kernel(heads, *pre, dtype=dtype, seed=11),
-        "kernel_post": lambda: make_kernel(heads, *post, dtype=dtype, seed=12),
-        "head_mix_pre": lambda: make_mixer(groups[0], heads // groups[0], dtype=dtype, seed=13),
-        "head_mix_post": lambda: make_mixer(groups[1], heads // groups[1], dtype=dtype, seed=14),
-    }
-    return {name: makers[name]() for name in enabled}
-
+from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, assert_matches_reference, build_options, combination_id, make_inputs
 
 def compare_with_reference(q, k, v, options, rtol=1e-10, atol=1e-10):
-    tensors = [q, k, v, *options.values()]
-    full = {name: options.get(name) for name in OPTION_NAMES}
-    scale = q.shape[-1] ** -0.5
-    ref_out, ref_grads = output_and_grads(
-        lambda: reference_attention(q, k, v, **full, scale=scale, dropout_p=0.0), tensors
-    )
-    got_out, got_grads = output_and_grads(
-        lambda: banded_mta(q, k, v, **full, scale=scale, banded=banded_attention_torch), tensors
-    )
-    assert got_out.dtype == q.dtype
-    torch.testing.assert_close(got_out, ref_out, rtol=rtol, atol=atol)
-    for name, got, ref in zip(["q", "k", "v", *options], got_grads, ref_grads):
-        torch.testing.assert_close(got, ref, rtol=rtol, atol=atol, msg=lambda m: f"grad of {name}: {m}")
+    def run(q, k, v, options, scale):
+        full = {name: options.get(name) for name in OPTION_NAMES}
+        return banded_mta(q, k, v, **full, scale=scale, banded=banded_attention_torch)
+
+    assert_matches_reference(run, q, k, v, options, rtol, atol, reference_dtype=None)
 
 
-@pytest.mark.parametrize(
-    "enabled", [combo for r in range(len(OPTION_NAMES) + 1) for combo in itertools.combinations(OPTION_NAMES, r)],
-    ids=lambda combo: "+".join(combo) or "plain",
-)
+@pytest.mark.parametrize("enabled", OPTION_COMBINATIONS, ids=combination_id)
 def test_every_option_combination(enabled):
     q, k, v = make_inputs(seq_len=13, head_dim=3)
     compare_with_reference(q, k, v, build_options(enabled))

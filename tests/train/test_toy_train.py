@@ -102,7 +102,7 @@ def test_long_samples_grow_max_seq_len():
 def test_tensor_data_source(tmp_path):
     config = ToyTrainConfig(steps=3, eval_every=3, data="tensor", **TINY)
     first = train_toy(config, tmp_path / "a", progress=False)
-    second = train_toy(config, tmp_path / "b", progress=False)
+    train_toy(config, tmp_path / "b", progress=False)
     assert first["train_config"]["data"] == "tensor" and first["steps"] == 3
     loss = [[m.get("loss") for m in lines(tmp_path / run / "metrics.jsonl")] for run in "ab"]
     assert loss[0] == loss[1]
