@@ -1,11 +1,12 @@
-"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`."""
+"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`, `mta train`, `mta eval ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import backends, demo, info, toy
+from . import backends, data, demo, info, toy, train
+from . import eval as eval_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     backends.register(subparsers)
     toy.register(subparsers)
+    data.register(subparsers)
+    train.register(subparsers)
+    eval_command.register(subparsers)
     return parser
 
 

@@ -1,5 +1,8 @@
-"""Training: the toy-task trainer and the parts any trainer reuses (schedule, seeded stream, metrics, device)."""
+"""Training: the language-model trainer (`train_lm`), the toy-task trainer and the parts any trainer reuses
+(schedule, seeded stream, metrics, device)."""
 
+from .lm import train_lm
+from .lm_config import PARALLEL, LMTrainConfig
 from .metrics import JsonlLog
 from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
@@ -10,12 +13,15 @@ __all__ = [
     "ARCHS",
     "DATA_SOURCES",
     "JsonlLog",
+    "LMTrainConfig",
+    "PARALLEL",
     "PRECISIONS",
     "ToyTrainConfig",
     "autocast_dtype",
     "lr_factor",
     "resolve_device",
     "seeded_batches",
+    "train_lm",
     "train_toy",
     "warmup_schedule",
 ]

@@ -1,0 +1,78 @@
+"""`mta train`: train a language model with the paper's recipe (shared/mta-spec.md §3).
+
+The same command runs on one device or many: `torchrun --nproc-per-node K -m mta.train --preset ... --data ...
+--out ...` (FSDP2 on GPUs, DDP with `--parallel ddp` or on CPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from mta.models import list_presets
+from mta.train import PARALLEL, LMTrainConfig, train_lm
+
+_FIXED = {"preset", "data", "model"}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a language model (the paper's recipe unless overridden)",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_keys_help())
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, choices=list_presets(), metavar="NAME",
+                        help=f"model preset, one of {', '.join(list_presets())}")
+    parser.add_argument("--data", required=True, help="dataset directory (manifest.json from `mta data prepare`)")
+    parser.add_argument("--out", required=True, help="run directory: train_config.json, metrics.jsonl, checkpoints/")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training key or model.<field> (repeatable; keys below)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--parallel", choices=PARALLEL, default=None,
+                        help="under torchrun: auto (FSDP2 on GPUs, DDP on CPUs), ddp or fsdp")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> None:
+    assignments = list(args.set)
+    if args.parallel is not None:
+        assignments.append(f"parallel={args.parallel}")
+    if args.compile:
+        assignments.append("compile=true")
+    config = LMTrainConfig.from_overrides(args.preset, args.data, assignments)
+    try:
+        summary = train_lm(config, args.out, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: resume with --resume from the newest checkpoint in {args.out}", file=sys.stderr)
+        raise SystemExit(130) from None
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns the same summary
+        print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mta.train ...` (what torchrun launches): the arguments of `mta train`."""
+    parser = argparse.ArgumentParser(prog="python -m mta.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_keys_help())
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except ValueError as error:
+        parser.exit(2, f"mta train: error: {error}\n")
+    return 0
+
+
+def _keys_help() -> str:
+    """The --set keys and their defaults, read off LMTrainConfig."""
+    lines = ["--set keys (default):"]
+    for field in dataclasses.fields(LMTrainConfig):
+        if field.name not in _FIXED:
+            lines.append(f"  {field.name} ({json.dumps(field.default)})")
+    lines.append("  model.<field>: any ModelConfig field of the preset, e.g. model.dim=512")
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Training checkpoints: everything an exact resume needs, one directory per step, written atomically.
+
+    OUT/checkpoints/step-00000120/
+        model.safetensors, config.json   the weights and ModelConfig (mta.models.checkpoint's format, so
+                                         `load_checkpoint` and `mta eval ppl` read a training checkpoint as is)
+        optimizer.pt                     AdamW state, keyed by parameter name (torch.distributed.checkpoint's
+                                         full state dict: the same file for one process, DDP or FSDP2)
+        rng.pt                           the torch RNG states (CPU, and CUDA if any) of every rank
+        trainer.json                     step, LR scheduler state, world size, the run's LMTrainConfig
+
+A checkpoint is written into a hidden temporary directory beside its final name, its files flushed to disk,
+then renamed in one `os.replace`: a crash at any moment leaves either the complete checkpoint or none, and
+`list_checkpoints` never returns a temporary directory. Older checkpoints are removed the same way round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mta.models import ModelConfig
+from mta.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_config
+
+CHECKPOINTS_DIR = "checkpoints"
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng.pt"
+TRAINER_FILE = "trainer.json"
+FORMAT = "mta-train-checkpoint-v1"
+# LMTrainConfig keys a resumed run may change: they decide what is logged and kept, not what is computed.
+RESUMABLE_CHANGES = frozenset({"log_every", "eval_every", "eval_windows", "eval_batch_size", "checkpoint_every",
+                               "keep_checkpoints", "compile", "data"})
+_NAME = re.compile(r"step-(\d{8})")
+
+
+@dataclass
+class TrainCheckpoint:
+    """A training checkpoint in memory. weights / optimizer: full (unsharded) state dicts keyed by parameter
+    name; rng: one {"cpu": ByteTensor, "cuda": ByteTensor | None} per rank; trainer: trainer.json's contents."""
+
+    model_config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    optimizer: dict
+    rng: list[dict]
+    trainer: dict
+
+    @property
+    def step(self) -> int:
+        return self.trainer["step"]
+
+
+def checkpoint_dir(out_dir: str | os.PathLike, step: int) -> Path:
+    return Path(out_dir) / CHECKPOINTS_DIR / f"step-{step:08d}"
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoints of run directory `out_dir`, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if path.is_dir() and _NAME.fullmatch(path.name))
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(out_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def write_checkpoint(directory: Path, checkpoint: TrainCheckpoint) -> Path:
+    """Write `checkpoint` as `directory` atomically (module docstring); an existing `directory` is kept as is
+    (a deterministic run rewriting a step would write the same bytes)."""
+    if directory.exists():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        weights = {name: tensor.contiguous() for name, tensor in checkpoint.weights.items()}
+        save_file(weights, tmp / WEIGHTS_FILE)
+        config = dataclasses.asdict(checkpoint.model_config)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        torch.save(checkpoint.optimizer, tmp / OPTIMIZER_FILE)
+        torch.save(checkpoint.rng, tmp / RNG_FILE)
+        (tmp / TRAINER_FILE).write_text(json.dumps({"format": FORMAT, **checkpoint.trainer}, indent=2) + "\n",
+                                        encoding="utf-8")
+        for path in tmp.iterdir():
+            _fsync(path)
+        os.replace(tmp, directory)
+        _fsync(directory.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def read_checkpoint(directory: str | os.PathLike) -> TrainCheckpoint:
+    """Load a checkpoint written by `write_checkpoint`; CheckpointError names a missing or unreadable file."""
+    directory = Path(directory)
+    trainer = _read_trainer(directory)
+    model_config = load_config(directory)
+    try:
+        weights = load_file(directory / WEIGHTS_FILE)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} is missing or corrupt ({error})") from None
+    optimizer = _torch_load(directory / OPTIMIZER_FILE)
+    rng = _torch_load(directory / RNG_FILE)
+    return TrainCheckpoint(model_config, weights, optimizer, rng, trainer)
+
+
+def check_resumable(checkpoint: TrainCheckpoint, directory: Path, model_config: ModelConfig, config: dict,
+                    world_size: int) -> None:
+    """CheckpointError unless this run (its ModelConfig, LMTrainConfig.to_dict() and world size) is the one that
+    wrote `checkpoint`, up to RESUMABLE_CHANGES."""
+    saved_model = dataclasses.asdict(checkpoint.model_config)
+    model_diff = sorted(k for k, v in dataclasses.asdict(model_config).items() if saved_model.get(k) != v)
+    if model_diff:
+        raise CheckpointError(f"checkpoint {directory}: model config differs from this run's in {model_diff}")
+    saved = checkpoint.trainer["config"]
+    diff = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in diff)
+        raise CheckpointError(f"checkpoint {directory}: training config differs from this run's ({changes}); "
+                              "an exact resume needs the same settings")
+    if checkpoint.trainer["world_size"] != world_size or len(checkpoint.rng) != world_size:
+        raise CheckpointError(f"checkpoint {directory}: written by {checkpoint.trainer['world_size']} ranks, this "
+                              f"run has {world_size}; an exact resume needs the same number")
+
+
+def prune_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
+    """Remove all but the newest `keep` checkpoints (each renamed to a hidden name first, then deleted)."""
+    for path in list_checkpoints(out_dir)[:-keep]:
+        doomed = path.with_name(f".{path.name}.removing")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
+
+
+def remove_incomplete(out_dir: str | os.PathLike) -> None:
+    """Delete hidden leftovers (unfinished writes, interrupted removals) of a killed run."""
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    if root.is_dir():
+        for path in root.glob(".step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_trainer(directory: Path) -> dict:
+    path = directory / TRAINER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} not found (not a training checkpoint)")
+    try:
+        trainer = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} is not valid JSON ({error})") from None
+    if trainer.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} has format {trainer.get('format')!r}, "
+                              f"expected {FORMAT!r}")
+    return trainer
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise CheckpointError(f"checkpoint {path.parent}: {path.name} is missing or corrupt ({error})") from None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
