@@ -267,6 +267,79 @@ def op_speed_gpu_plot(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
+MODEL_THROUGHPUT_RESULTS = ROOT / "benchmarks" / "results" / "model_throughput.json"
+THROUGHPUT_LABELS = {"transformer": "Transformer", "mta": "MTA", "talking_heads": "Talking heads", "diff": "DIFF"}
+# The issue's targets for MTA with the triton backend: field -> (comparison, limit), ratios to the Transformer.
+THROUGHPUT_TARGETS = {"tokens_per_s": ("≥", 0.5), "peak_gib": ("≤", 1.5)}
+
+
+def throughput_ratios(results: dict) -> dict:
+    """(model, backend, batch) -> {field: ratio to the Transformer (sdpa) at the same batch, or None}."""
+    rows = [row for row in results["rows"] if row["status"] == "ok"]
+    bases = {row["batch"]: row for row in rows if (row["model"], row["backend"]) == ("transformer", "sdpa")}
+    ratios = {}
+    for row in rows:
+        base = bases.get(row["batch"], {})
+        ratios[row["model"], row["backend"], row["batch"]] = {
+            field: row[field] / base[field] if row.get(field) is not None and base.get(field) else None
+            for field in THROUGHPUT_TARGETS}
+    return ratios
+
+
+def throughput_targets(results: dict) -> list[dict]:
+    """MTA (triton) against the targets: each {"field", "sign", "limit", "ratio", "met"}; met None if not measured."""
+    ratios = throughput_ratios(results)
+    mta = next((value for (model, backend, _), value in ratios.items() if (model, backend) == ("mta", "triton")), {})
+    checks = []
+    for field, (sign, limit) in THROUGHPUT_TARGETS.items():
+        value = mta.get(field)
+        met = None if value is None else (value >= limit if sign == "≥" else value <= limit)
+        checks.append({"field": field, "sign": sign, "limit": limit, "ratio": value, "met": met})
+    return checks
+
+
+def paper_table9_ratio(paper: dict, model: str, field: str) -> str:
+    """Table 9's ratio of `model` to its Transformer for `field` (tokens_per_s or peak_gib), or — (DIFF)."""
+    key = {"tokens_per_s": "tokens_per_s", "peak_gib": "peak_gb"}[field]
+    ours, base = paper.get(model), paper.get("transformer")
+    return "—" if not ours or not base else f"{ours[key] / base[key]:.3g}×"
+
+
+def model_throughput(results: dict) -> str:
+    """Training-step tokens/s and peak memory per (model, backend), as ratios to the Transformer, beside Table 9."""
+    settings, paper = results["settings"], results["paper"]
+    ratios = throughput_ratios(results)
+    lines = [f"One training step (forward + backward under bf16 autocast, gradient clipping 1.0, AdamW), "
+             f"{settings['size']} models, N = {settings['seq_len']:,}, median of {settings['steps']} timed steps after "
+             f"{settings['warmup']} warm-up, on {settings['device']}{', torch.compile' if settings.get('compile') else ''}. "
+             "Ratios are to the Transformer at the same batch; the paper's (Table 9, official code, H200) beside them.",
+             "", "| model | backend | batch | tokens/s | × Transformer | peak memory | × Transformer "
+             "| paper tokens/s × | paper memory × |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in results["rows"]:
+        label = THROUGHPUT_LABELS.get(row["model"], row["model"])
+        paper_cells = f"{paper_table9_ratio(paper, row['model'], 'tokens_per_s')} | {paper_table9_ratio(paper, row['model'], 'peak_gib')}"
+        if row["status"] != "ok":
+            status = {"skipped": "skipped", "oom": "OOM", "error": "error"}.get(row["status"], row["status"])
+            lines.append(f"| {label} | {row['backend']} | {row['batch']} | {status} | | | | {paper_cells} |")
+            continue
+        ratio = ratios[row["model"], row["backend"], row["batch"]]
+        tokens = f"{row['tokens_per_s'] / 1e3:.1f}k" if row["tokens_per_s"] >= 1e3 else f"{row['tokens_per_s']:.0f}"
+        memory = "n/a" if row.get("peak_gib") is None else f"{row['peak_gib']:.1f} GiB"
+        cells = ["—" if ratio[field] is None else f"{ratio[field]:.3g}×" for field in ("tokens_per_s", "peak_gib")]
+        lines.append(f"| {label} | {row['backend']} | {row['batch']} | {tokens} | {cells[0]} | {memory} | {cells[1]} "
+                     f"| {paper_cells} |")
+    lines += ["", "Targets (MTA, triton backend, to the Transformer):", ""]
+    names = {"tokens_per_s": "tokens/s", "peak_gib": "peak memory"}
+    for check in throughput_targets(results):
+        measured = "—" if check["ratio"] is None else f"{check['ratio']:.3g}×"
+        status = {None: "not measured", True: "met", False: "missed"}[check["met"]]
+        lines.append(f"- {names[check['field']]} {check['sign']} {check['limit']:g}×: {measured} — **{status}**")
+    lines += ["", "reference: the materialised PyTorch op, the analogue of the official code; OOM: out of memory; "
+              "skipped/error reasons and per-step times in benchmarks/results/model_throughput.json.",
+              "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 def load_toy_runs() -> list[dict] | None:
     files = sorted(TOY_DIR.glob("*-N*-*-s*.json"))
     return [json.loads(f.read_text()) for f in files] or None
@@ -311,6 +384,7 @@ TABLES = {
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
+    "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
 }
 
 
