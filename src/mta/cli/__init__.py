@@ -1,4 +1,4 @@
-"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`, `mta train`, `mta eval ...`."""
+"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`, `mta data ...`, `mta train`, `mta eval ...`."""
 
 from __future__ import annotations
 
