@@ -3,35 +3,15 @@ results on a synthetic GPU-like results dict: ratios to the Transformer, the pap
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_scripts import load_benchmark
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load("model_throughput")
-render = load("render_readme")
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    """Tiny models on a shared 2-core machine are fastest on one thread; triton stays off (no interpreter)."""
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+bench = load_benchmark("model_throughput")
+render = load_benchmark("render_readme")
 
 
 def test_trainer_optimizer_settings():

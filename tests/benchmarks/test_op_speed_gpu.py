@@ -3,35 +3,15 @@ of its results: the issue's targets (ratios, met / missed), the tables and the p
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_scripts import load_benchmark
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load("op_speed_gpu")
-render = load("render_readme")
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    """Tiny ops on a shared 2-core machine are far faster on one thread; triton stays off (no interpreter)."""
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+bench = load_benchmark("op_speed_gpu")
+render = load_benchmark("render_readme")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):
