@@ -340,9 +340,13 @@ def model_throughput(results: dict) -> str:
     return "\n".join(lines)
 
 
+def load_json_files(directory: Path, pattern: str) -> list[dict] | None:
+    """The JSON files in `directory` matching `pattern`, in name order; None when there are none."""
+    return [json.loads(f.read_text()) for f in sorted(directory.glob(pattern))] or None
+
+
 def load_toy_runs() -> list[dict] | None:
-    files = sorted(TOY_DIR.glob("*-N*-*-s*.json"))
-    return [json.loads(f.read_text()) for f in files] or None
+    return load_json_files(TOY_DIR, "*-N*-*-s*.json")
 
 
 def triton_accuracy(results: dict) -> str:
@@ -373,13 +377,8 @@ def toy_demo(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def load_toy_demo() -> list[dict] | None:
-    files = sorted((ROOT / "results" / "toy_demo").glob("*.json"))
-    return [json.loads(f.read_text()) for f in files] or None
-
-
 TABLES = {
-    "toy_demo": (load_toy_demo, toy_demo),
+    "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
