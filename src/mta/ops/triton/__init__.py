@@ -7,6 +7,7 @@ package needs no Triton: the kernels are imported on first use.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -19,9 +20,15 @@ __all__ = ["triton_attention", "is_available"]
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+@functools.cache
+def triton_installed() -> bool:
+    """Whether the triton package can be imported (looked up once: `auto` asks on every attention call)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def is_available(device: torch.device | str) -> bool:
     """Triton is installed and can run on `device`: CUDA, or any device under TRITON_INTERPRET=1."""
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         return False
     return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
