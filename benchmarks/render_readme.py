@@ -87,7 +87,7 @@ def toy_table1(runs: list[dict]) -> str:
         lines.append(f"| {label} (paper) | " + " | ".join(PAPER_TABLE1[arch][s] for s in TOY_SETTINGS) + " |")
     lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
               "time cap; otherwise the step limit):", "", header, "|---|" + "---:|" * len(TOY_SETTINGS)]
-    marks = {"solved": "✓", "interrupted": "⏱"}
+    marks = {"solved": "✓", "interrupted": "⏱", "time_limit": "⏱"}
     for arch, label in (("transformer", "Transformer"), ("mta", "MTA")):
         cells = []
         for n, variant in TOY_SETTINGS:

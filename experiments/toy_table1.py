@@ -1,16 +1,18 @@
 """Reproduce the paper's Table 1 (toy task): both architectures × N ∈ {5, 8} × {all, first, last} × 3 seeds.
 
-Every run is one `mta toy train` process with the paper's model and protocol (spec §5) and early stopping once
-the held-out error has been 0 at three consecutive evaluations. Runs go concurrently, spread round-robin over the
-visible GPUs (many small runs share one GPU). `--max-minutes` caps the batch's wall time, so that it fits in the
-time one has: at the cap every run still going gets SIGINT, saves its checkpoint and result.json (`stopped:
-"interrupted"`, with the steps it reached and its last evaluation) and exits.
+Every run has the paper's model and protocol (spec §5), with early stopping once the held-out error has been 0
+at three consecutive evaluations. The runs of one architecture train together as one stack (`mta toy sweep`,
+mta.train.toy_stack: one process, every kernel shared); each architecture's runs are split into as many stacks
+as there are GPUs per architecture, and the stacks are spread over the visible GPUs. `--max-minutes` caps the
+wall time: at the cap every run still going is evaluated, saved and stopped (`stopped: "time_limit"`, with the
+steps it reached).
 
 For each run, results/toy/<arch>-N<n>-<variant>-s<seed>.json holds result.json (errors, steps, device, versions,
 commit) plus its evaluation curve. Checkpoints stay in the scratch directory (--work-dir), not in the repository.
 
     python experiments/toy_table1.py --max-minutes 8                         # all 36 runs
     python experiments/toy_table1.py --archs mta --n-blocks 5 --seeds 42     # a subset
+    python experiments/toy_table1.py --max-minutes 8 -- --eval-every 500     # more `mta toy sweep` flags
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import argparse
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,24 +28,43 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "toy"
+sys.path.insert(0, str(ROOT / "src"))
+
+from mta.cli.toy import sweep_run_name  # noqa: E402
+
+# Seconds a sweep may take past --max-minutes for its final evaluations and checkpoints before it is killed.
+GRACE_S = 180
 
 
-def run_name(arch: str, n_block: int, variant: str, seed: int) -> str:
-    return f"{arch}-N{n_block}-{variant}-s{seed}"
+def stacks(settings: list[tuple], archs: list[str], gpus: int) -> list[list[tuple]]:
+    """Split (arch, n_block, variant, seed) settings into stacks of one architecture each: every architecture
+    gets max(1, gpus // len(archs)) stacks of about equal size."""
+    per_arch = max(1, gpus // len(archs))
+    groups = []
+    for arch in archs:
+        runs = [s for s in settings if s[0] == arch]
+        groups += [runs[i::per_arch] for i in range(per_arch) if runs[i::per_arch]]
+    return groups
 
 
-def launch(arch, n_block, variant, seed, gpu, args) -> tuple[str, subprocess.Popen, Path]:
-    name = run_name(arch, n_block, variant, seed)
-    run_dir = args.work_dir / name
-    command = [sys.executable, "-m", "mta", "toy", "train", "--arch", arch, "--n-block", str(n_block),
-               "--n-query", str(args.n_query), "--variant", variant, "--seed", str(seed), "--steps", str(args.steps),
-               "--out", str(run_dir), "--no-progress", *args.extra]
+def launch(stack: list[tuple], gpu: int | None, index: int, args) -> subprocess.Popen:
+    """Start `mta toy sweep` for one stack (its runs must form a grid of N × variant × seed)."""
+    arch = stack[0][0]
+    values = [list(dict.fromkeys(s[i] for s in stack)) for i in (1, 2, 3)]
+    if len(stack) != len(values[0]) * len(values[1]) * len(values[2]):
+        raise ValueError(f"stack {index}: its runs are not a grid of N × variant × seed: {stack}")
+    command = [sys.executable, "-m", "mta", "toy", "sweep", "--arch", arch,
+               "--n-block", *map(str, values[0]), "--variant", *values[1], "--seed", *map(str, values[2]),
+               "--n-query", str(args.n_query), "--steps", str(args.steps), "--out", str(args.work_dir),
+               "--no-progress", *args.extra]
+    if args.max_minutes is not None:
+        command += ["--max-minutes", str(args.max_minutes)]
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "w")
-    return name, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), run_dir
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    log = open(args.work_dir / f"sweep-{index}-{arch}.log", "w")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def collect(name: str, run_dir: Path, out_dir: Path) -> dict | None:
@@ -63,16 +83,6 @@ def collect(name: str, run_dir: Path, out_dir: Path) -> dict | None:
     return result
 
 
-def wait_until(process: subprocess.Popen, deadline: float | None) -> int:
-    """Wait for `process`; past `deadline` interrupt it (it then saves its state) and wait for it to exit."""
-    if deadline is not None:
-        try:
-            return process.wait(timeout=max(0.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGINT)
-    return process.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["transformer", "mta"])
@@ -81,11 +91,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--n-query", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of the batch")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread runs over (default: all visible)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of every stack")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread stacks over (default: all visible)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mta-toy-table1"))
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `mta toy train` flags")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `mta toy sweep` flags")
     args = parser.parse_args()
     args.extra = [a for a in args.extra if a != "--"]
     if args.gpus is None:
@@ -95,15 +105,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     settings = list(itertools.product(args.archs, args.n_blocks, args.variants, args.seeds))
-    runs = [launch(*setting, index % args.gpus if args.gpus else None, args) for index, setting in enumerate(settings)]
-    print(f"launched {len(runs)} runs over {args.gpus or 'no'} GPU(s)", flush=True)
+    groups = stacks(settings, args.archs, args.gpus)
+    processes = [launch(group, index % args.gpus if args.gpus else None, index, args)
+                 for index, group in enumerate(groups)]
+    print(f"launched {len(settings)} runs in {len(groups)} stacks over {args.gpus or 'no'} GPU(s)", flush=True)
     start = time.time()
-    deadline = start + 60 * args.max_minutes if args.max_minutes else None
-    for name, process, run_dir in runs:
-        code = wait_until(process, deadline)
-        result = collect(name, run_dir, args.out)
+    timeout = None if args.max_minutes is None else 60 * args.max_minutes + GRACE_S
+    for process in processes:
+        try:
+            process.wait(timeout=None if timeout is None else max(1.0, start + timeout - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for setting in settings:
+        name = sweep_run_name(*setting)
+        result = collect(name, args.work_dir / name, args.out)
         summary = (f"{result['stopped']} at step {result['steps']}, final error {result['final_sequence_error_pct']}%"
-                   if result else f"no result (exit {code}); see {run_dir / 'train.log'}")
+                   if result else f"no result; see the sweep logs in {args.work_dir}")
         print(f"[{time.time() - start:6.0f} s] {name}: {summary}", flush=True)
 
 

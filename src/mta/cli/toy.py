@@ -1,16 +1,19 @@
-"""`mta toy generate | train | eval`: the toy task of the paper's Table 1 (shared/mta-spec.md §5)."""
+"""`mta toy generate | train | sweep | eval`: the toy task of the paper's Table 1 (shared/mta-spec.md §5)."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from pathlib import Path
 
 from mta.data import toy
 from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import load_checkpoint
 from mta.ops import BACKENDS
-from mta.train import ARCHS, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy
+from mta.train import (ARCHS, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy,
+                       train_toy_stack)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -19,6 +22,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     toy_sub = parser.add_subparsers(dest="toy_command", required=True)
     _register_generate(toy_sub)
     _register_train(toy_sub)
+    _register_sweep(toy_sub)
     _register_eval(toy_sub)
     return parser
 
@@ -53,23 +57,28 @@ def _register_train(toy_sub) -> None:
     p.set_defaults(func=_train)
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfig) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfig, sweep: bool = False) -> None:
     """Add the task, optimiser, evaluation and model flags of a toy run, with `defaults` as their defaults.
 
+    sweep: --variant, --n-block and --seed take several values (`mta toy sweep` trains every combination).
     `train_config_from_args` turns the parsed flags back into a ToyTrainConfig.
     """
     d = defaults
     model = d.model_config()
+    def several(value):
+        return dict(nargs="+", default=[value]) if sweep else dict(default=value)
+
     task = parser.add_argument_group("task")
-    task.add_argument("--variant", choices=toy.VARIANTS, default=d.variant, help=f"label (default {d.variant})")
-    task.add_argument("--n-block", type=int, default=d.n_block, help=f"letters per block, N (default {d.n_block})")
+    task.add_argument("--variant", choices=toy.VARIANTS, help=f"label (default {d.variant})", **several(d.variant))
+    task.add_argument("--n-block", type=int, help=f"letters per block, N (default {d.n_block})", **several(d.n_block))
     task.add_argument("--n-query", type=int, default=d.n_query, help=f"query letters, L (default {d.n_query})")
     # The paper's default depends on --n-block and --n-query, so it is resolved after parsing.
     paper_blocks = d.num_blocks == toy.default_num_blocks(d.n_block, d.n_query)
     task.add_argument("--num-blocks", type=int, default=None if paper_blocks else d.num_blocks,
                       help="blocks per sample (default: " + ("the most that fit 319 characters, as the paper)"
                                                              if paper_blocks else f"{d.num_blocks})"))
-    task.add_argument("--seed", type=int, default=d.seed, help=f"model init and training stream (default {d.seed})")
+    task.add_argument("--seed", type=int, help=f"model init and training stream (default {d.seed})",
+                      **several(d.seed))
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=int, default=d.steps, help=f"most training steps (default {d.steps})")
     optim.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
@@ -109,18 +118,18 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfi
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def train_config_from_args(args: argparse.Namespace, arch: str) -> ToyTrainConfig:
-    """The ToyTrainConfig of flags added by `add_train_arguments`, for architecture `arch`."""
+def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTrainConfig:
+    """The ToyTrainConfig of flags added by `add_train_arguments`, for architecture `arch`; `task` (variant,
+    n_block, seed) overrides the flags of the same name."""
     model = dict(dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=args.dropout, backend=args.backend)
     if args.kernel is not None and arch == "mta":
         model["pre_kernel"] = tuple(args.kernel)
+    task = {"variant": args.variant, "n_block": args.n_block, "seed": args.seed, **task}
     return ToyTrainConfig(
         arch=arch,
-        variant=args.variant,
-        n_block=args.n_block,
+        **task,
         n_query=args.n_query,
         num_blocks=args.num_blocks,
-        seed=args.seed,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -151,6 +160,39 @@ def _train(args: argparse.Namespace) -> None:
                                             "best_sequence_error_pct", "final_sequence_error_pct",
                                             "final_token_error_pct", "elapsed_s", "device")}
     print(json.dumps(summary, indent=2))
+
+
+def _register_sweep(toy_sub) -> None:
+    p = toy_sub.add_parser("sweep", help="train every combination of variants, block lengths and seeds at once",
+                           description="Train every (variant, N, seed) combination as one stack in one process "
+                                       "(mta.train.toy_stack): the runs share a device and every kernel launch. "
+                                       "Each run writes OUT/<arch>-N<n>-<variant>-s<seed>/ as `mta toy train` does.")
+    p.add_argument("--arch", choices=ARCHS, default="mta")
+    add_train_arguments(p, ToyTrainConfig(), sweep=True)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time cap: runs still going are evaluated, saved and stopped (default: none)")
+    p.add_argument("--out", required=True, help="directory of the run directories")
+    p.set_defaults(func=_sweep)
+
+
+def sweep_run_name(arch: str, n_block: int, variant: str, seed: int) -> str:
+    """The run directory name of one sweep run, e.g. mta-N5-all-s42."""
+    return f"{arch}-N{n_block}-{variant}-s{seed}"
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    settings = list(itertools.product(dict.fromkeys(args.n_block), dict.fromkeys(args.variant),
+                                      dict.fromkeys(args.seed)))
+    configs = [train_config_from_args(args, args.arch, n_block=n, variant=v, seed=s) for n, v, s in settings]
+    out_dirs = [Path(args.out) / sweep_run_name(args.arch, n, v, s) for n, v, s in settings]
+    try:
+        results = train_toy_stack(configs, out_dirs, progress=not args.no_progress, max_minutes=args.max_minutes)
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpoints, metrics and result.json files are in {args.out}", file=sys.stderr)
+        raise SystemExit(130) from None
+    for out_dir, result in zip(out_dirs, results):
+        print(f"{out_dir.name}: {result['stopped']} at step {result['steps']}, "
+              f"final sequence error {result['final_sequence_error_pct']}%")
 
 
 def _register_eval(toy_sub) -> None:

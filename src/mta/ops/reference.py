@@ -21,8 +21,9 @@ def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n_heads, c_q, c_k = kernel.shape
     half = (c_k - 1) // 2
     padded = F.pad(scores, (half, half, c_q - 1, 0))
-    if padded.device.type == "cpu":
-        # oneDNN's depthwise convolution is several times faster, forward and backward, in channels-last layout.
+    if padded.device.type == "cpu" and not torch._C._functorch.is_batchedtensor(padded):
+        # oneDNN's depthwise convolution is several times faster, forward and backward, in channels-last layout
+        # (vmap, used by the stacked toy trainer, cannot change memory formats).
         padded = padded.contiguous(memory_format=torch.channels_last)
     return F.conv2d(padded, kernel.unsqueeze(1).to(scores.dtype), groups=n_heads).contiguous()
 

@@ -8,6 +8,7 @@ from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
 from .stream import seeded_batches
 from .toy import ARCHS, DATA_SOURCES, ToyTrainConfig, train_toy
+from .toy_stack import train_toy_stack
 
 __all__ = [
     "ARCHS",
@@ -23,5 +24,6 @@ __all__ = [
     "seeded_batches",
     "train_lm",
     "train_toy",
+    "train_toy_stack",
     "warmup_schedule",
 ]

@@ -38,6 +38,7 @@ from .stream import seeded_batches
 ARCHS = ("transformer", "mta")
 DATA_SOURCES = ("auto", "python", "tensor")
 EVAL_SEED_OFFSET = 1000  # held-out set seed = seed + 1000 unless given
+TENSOR_DRAW_STEPS = 16  # data="tensor": training batches drawn per call of draw_batch
 
 
 @dataclass
@@ -133,9 +134,11 @@ def training_batches(config: ToyTrainConfig, device: torch.device) -> Iterator[t
     """Endless (inputs, targets) [B, T] batches on `device` from the source `config.data` names, seeded by config.seed."""
     task = (config.n_block, config.n_query, config.variant, config.num_blocks)
     if config.data == "tensor" or (config.data == "auto" and device.type == "cuda"):
+        # Batches are drawn TENSOR_DRAW_STEPS at a time: the rejection sampling syncs with the device once a draw.
         generator = torch.Generator(device=device).manual_seed(config.seed)
         while True:
-            yield draw_batch(config.batch_size, *task, generator, device, IGNORE_INDEX)
+            inputs, targets = draw_batch(config.batch_size * TENSOR_DRAW_STEPS, *task, generator, device, IGNORE_INDEX)
+            yield from zip(inputs.split(config.batch_size), targets.split(config.batch_size))
     for samples in seeded_batches(lambda rng: toy_data.make_sample(rng, *task), config.batch_size, f"train-{config.seed}"):
         yield encode_batch(samples, device)
 
@@ -154,8 +157,7 @@ class _ToyRun:
             self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
         self.schedule = warmup_schedule(self.optimizer, config.warmup)
-        task = (config.n_block, config.n_query, config.variant, config.num_blocks)
-        self.held_out = toy_data.generate(*task[:3], config.eval_samples, config.eval_seed, config.num_blocks)
+        self.held_out = held_out_samples(config)
         self.batches = training_batches(config, self.device)
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
@@ -226,32 +228,45 @@ class _ToyRun:
         return result
 
     def result(self) -> dict:
-        """result.json: the task, how the run ended, its errors, its settings and where it ran."""
-        config, evaluations = self.config, self.evaluations
-        best = min(evaluations, key=lambda e: (e["sequence_error_pct"], e["token_error_pct"]), default={})
-        final = evaluations[-1] if evaluations else {}
-        solved = self.stopped == "solved"
-        return {
-            "arch": config.arch,
-            "variant": config.variant,
-            "n_block": config.n_block,
-            "n_query": config.n_query,
-            "num_blocks": config.num_blocks,
-            "seed": config.seed,
-            "steps": self.step,
-            "stopped": self.stopped,
-            # The first evaluation of the closing run of 0% evaluations that stopped training.
-            "solved_step": evaluations[-self.zero_streak]["step"] if solved else None,
-            "best_sequence_error_pct": best.get("sequence_error_pct"),
-            "best_token_error_pct": best.get("token_error_pct"),
-            "best_step": best.get("step"),
-            "final_sequence_error_pct": final.get("sequence_error_pct"),
-            "final_token_error_pct": final.get("token_error_pct"),
-            "eval_samples": config.eval_samples,
-            "elapsed_s": self.elapsed(),
-            "parameters": self.model.num_parameters(),
-            "device": str(self.device),
-            "train_config": dataclasses.asdict(config),
-            "model_config": dataclasses.asdict(self.model.config),
-            "environment": run_metadata(),
-        }
+        return toy_result(self.config, self.model, self.step, self.stopped, self.evaluations, self.zero_streak,
+                          self.elapsed())
+
+
+def held_out_samples(config: ToyTrainConfig) -> list[dict]:
+    """The run's held-out set: config.eval_samples samples drawn with config.eval_seed."""
+    task = (config.n_block, config.n_query, config.variant)
+    return toy_data.generate(*task, config.eval_samples, config.eval_seed, config.num_blocks)
+
+
+def toy_result(config: ToyTrainConfig, model: DecoderLM, step: int, stopped: str, evaluations: list[dict],
+               zero_streak: int, elapsed_s: float) -> dict:
+    """result.json of a run: the task, how it ended (`stopped`: "solved", "max_steps", "time_limit" or
+    "interrupted"), its errors (`evaluations`: {"step", "sequence_error_pct", "token_error_pct"} in order,
+    the last `zero_streak` of them at 0%), its settings and where it ran."""
+    best = min(evaluations, key=lambda e: (e["sequence_error_pct"], e["token_error_pct"]), default={})
+    final = evaluations[-1] if evaluations else {}
+    solved = stopped == "solved"
+    return {
+        "arch": config.arch,
+        "variant": config.variant,
+        "n_block": config.n_block,
+        "n_query": config.n_query,
+        "num_blocks": config.num_blocks,
+        "seed": config.seed,
+        "steps": step,
+        "stopped": stopped,
+        # The first evaluation of the closing run of 0% evaluations that stopped training.
+        "solved_step": evaluations[-zero_streak]["step"] if solved else None,
+        "best_sequence_error_pct": best.get("sequence_error_pct"),
+        "best_token_error_pct": best.get("token_error_pct"),
+        "best_step": best.get("step"),
+        "final_sequence_error_pct": final.get("sequence_error_pct"),
+        "final_token_error_pct": final.get("token_error_pct"),
+        "eval_samples": config.eval_samples,
+        "elapsed_s": elapsed_s,
+        "parameters": model.num_parameters(),
+        "device": str(next(model.parameters()).device),
+        "train_config": dataclasses.asdict(config),
+        "model_config": dataclasses.asdict(model.config),
+        "environment": run_metadata(),
+    }

@@ -1,0 +1,100 @@
+"""Stacked toy runs (mta.train.toy_stack): each run computes what it computes alone, and keeps its own ending."""
+
+import json
+
+import pytest
+import torch
+
+from mta.models.checkpoint import load_checkpoint
+from mta.train import ToyTrainConfig, train_toy, train_toy_stack
+from mta.train import toy_stack
+
+TINY = dict(num_blocks=4, batch_size=4, warmup=2, eval_samples=6, data="tensor",
+            model=dict(dim=16, n_layers=1, dropout=0.0))
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def weights(directory):
+    return {name: p.detach().clone() for name, p in load_checkpoint(directory).named_parameters()}
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mta"])
+def test_stacked_runs_equal_lone_runs(tmp_path, arch):
+    # Different variants and block lengths in one stack: the shorter samples are padded on the right.
+    configs = [ToyTrainConfig(arch=arch, n_block=3, variant="all", seed=1, steps=6, eval_every=3, **TINY),
+               ToyTrainConfig(arch=arch, n_block=4, variant="last", seed=2, steps=6, eval_every=3, **TINY)]
+    stacked = train_toy_stack(configs, [tmp_path / "s0", tmp_path / "s1"], progress=False)
+    for i, config in enumerate(configs):
+        alone = train_toy(config, tmp_path / f"a{i}", progress=False)
+        assert stacked[i]["steps"] == alone["steps"] == 6 and stacked[i]["stopped"] == alone["stopped"]
+        assert stacked[i]["train_config"] == alone["train_config"]
+        assert stacked[i]["final_sequence_error_pct"] == alone["final_sequence_error_pct"]
+        a, b = lines(tmp_path / f"s{i}" / "metrics.jsonl"), lines(tmp_path / f"a{i}" / "metrics.jsonl")
+        assert [m["step"] for m in a] == [m["step"] for m in b]
+        assert [m.get("loss") for m in a] == pytest.approx([m.get("loss") for m in b], rel=1e-5)
+        w_stacked, w_alone = weights(tmp_path / f"s{i}"), weights(tmp_path / f"a{i}")
+        for name in w_alone:
+            torch.testing.assert_close(w_stacked[name], w_alone[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_solved_run_leaves_the_stack(tmp_path, monkeypatch):
+    # Run 1 is "solved" from its first evaluation; run 0 never is and goes on to max_steps.
+    configs = [ToyTrainConfig(arch="mta", n_block=3, seed=seed, steps=8, eval_every=2, patience=2, **TINY)
+               for seed in (5, 6)]
+    real = toy_stack.evaluate_toy
+
+    def evaluate(model, samples, **kwargs):
+        result = real(model, samples, **kwargs)
+        solved = samples is stack_samples[1]
+        return {**result, "sequence_error_pct": 0.0 if solved else 50.0}
+
+    stack_samples = {}
+    real_held_out = toy_stack.held_out_samples
+
+    def held_out(config):
+        samples = real_held_out(config)
+        stack_samples[config.seed - 5] = samples
+        return samples
+
+    monkeypatch.setattr(toy_stack, "evaluate_toy", evaluate)
+    monkeypatch.setattr(toy_stack, "held_out_samples", held_out)
+    results = train_toy_stack(configs, [tmp_path / "r0", tmp_path / "r1"], progress=False)
+    assert results[1]["stopped"] == "solved" and results[1]["steps"] == 4 and results[1]["solved_step"] == 2
+    assert results[0]["stopped"] == "max_steps" and results[0]["steps"] == 8
+    assert [m["step"] for m in lines(tmp_path / "r1" / "metrics.jsonl")][-1] == 4
+    assert (tmp_path / "r1" / "model.safetensors").exists() and (tmp_path / "r0" / "result.json").exists()
+
+
+def test_time_limit_ends_every_run(tmp_path):
+    configs = [ToyTrainConfig(arch="transformer", n_block=3, seed=seed, steps=1000, eval_every=500, **TINY)
+               for seed in (1, 2)]
+    results = train_toy_stack(configs, [tmp_path / "a", tmp_path / "b"], progress=False, max_minutes=0.0)
+    for result in results:
+        assert result["stopped"] == "time_limit" and result["steps"] == 1
+        assert result["final_sequence_error_pct"] is not None
+
+
+def test_per_run_gradient_clipping(tmp_path):
+    configs = [ToyTrainConfig(arch="transformer", n_block=3, seed=seed, steps=3, eval_every=3, grad_clip=0.01,
+                              **TINY) for seed in (1, 2)]
+    train_toy_stack(configs, [tmp_path / "s0", tmp_path / "s1"], progress=False)
+    for i, config in enumerate(configs):
+        train_toy(config, tmp_path / f"a{i}", progress=False)
+        w_stacked, w_alone = weights(tmp_path / f"s{i}"), weights(tmp_path / f"a{i}")
+        for name in w_alone:
+            torch.testing.assert_close(w_stacked[name], w_alone[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_bad_stacks(tmp_path):
+    base = dict(n_block=3, steps=2, **TINY)
+    with pytest.raises(ValueError, match=r"configs\[1\]\.lr: got 0\.001"):
+        train_toy_stack([ToyTrainConfig(**base), ToyTrainConfig(lr=1e-3, **base)], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match=r"configs\[0\]\.data: got 'python'"):
+        train_toy_stack([ToyTrainConfig(**{**base, "data": "python"})], [tmp_path / "a"])
+    with pytest.raises(ValueError, match="out_dirs: every run needs its own directory"):
+        train_toy_stack([ToyTrainConfig(**base)] * 2, [tmp_path / "a", tmp_path / "a"])
+    with pytest.raises(ValueError, match="out_dirs: got 1 directories for 2 configs"):
+        train_toy_stack([ToyTrainConfig(**base)] * 2, [tmp_path / "a"])
