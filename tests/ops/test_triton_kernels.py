@@ -66,12 +66,15 @@ def check_against_torch(operands, config, dtype):
 CASES = [
     # seq_len, dqk, dv, width, config
     (1, 16, 16, 3, BlockConfig(16, 16, 16, 16)),    # one token, bias band wider than the sequence
-    (37, 16, 32, None, BlockConfig(16, 16, 16, 16)),  # no bias, two Dv chunks
+    (37, 16, 32, None, BlockConfig(16, 16, 16, 16)),  # no bias, Dv wider than a chunk: P blocks forward
+    (37, 16, 32, None, BlockConfig(16, 16, 16, 16, block=16)),  # ... over three query blocks
     (37, 48, 16, 3, BlockConfig(16, 16, 32, 16)),   # Dqk tail inside a chunk
     (70, 48, 32, 10, BlockConfig(32, 16, 32, 16)),  # query tiles taller than key tiles, band across tiles
+    (70, 48, 16, 10, BlockConfig(32, 16, 32, 16, block=24)),  # key blocks cut tiles and the band
     (70, 32, 16, 3, BlockConfig(16, 32, 16, 16)),   # key tiles taller than query tiles
     (45, 16, 48, 0, BlockConfig(16, 16, 16, 16)),   # W = 0 bias tensor; more Dv than Dqk chunks
     (29, 24, 8, 5, BlockConfig(16, 16, 16, 16)),    # Dqk and Dv not multiples of 16
+    (29, 24, 40, 5, BlockConfig(16, 16, 16, 16, block=8)),  # blocks narrower than a tile, Dv not a multiple
     (21, 16, 16, 1, BlockConfig(16, 16, 16, 16)),   # W = 1 (an integer argument Triton may specialise)
 ]
 

@@ -38,7 +38,8 @@ if INTERPRETING:
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """Tiles of one launch: query rows, key rows, Dqk and Dv column chunks (powers of 2, >= 16); GPU warps/stages."""
+    """Tiles of one launch: query rows, key rows, Dqk and Dv column chunks (powers of 2, >= 16); GPU warps/stages;
+    block: keys (backward) or queries (wide forward) whose probabilities one `_pair_kernel` launch buffers."""
 
     block_m: int = 32
     block_n: int = 32
@@ -46,6 +47,7 @@ class BlockConfig:
     block_dv: int = 32
     num_warps: int = 4
     num_stages: int = 2
+    block: int = 1024
 
     def meta(self) -> dict:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_D=self.block_d, BLOCK_DV=self.block_dv)
@@ -58,18 +60,21 @@ FORWARD_CONFIGS = (
     BlockConfig(128, 64, 64, 64, 4, 3),
     BlockConfig(64, 32, 64, 64, 4, 2),
 )
-BACKWARD_CONFIGS = (
-    BlockConfig(64, 64, 64, 64, 4, 2),
-    BlockConfig(32, 64, 64, 64, 4, 2),
-    BlockConfig(64, 32, 64, 64, 4, 2),
-    BlockConfig(64, 128, 64, 64, 8, 2),
+PAIR_CONFIGS = (
+    BlockConfig(128, 64, 64, 64, 8, 3),
+    BlockConfig(64, 64, 64, 64, 4, 3),
+    BlockConfig(128, 128, 64, 64, 8, 3),
+    BlockConfig(64, 128, 64, 64, 4, 3),
 )
+# On a GPU, out is computed inside the forward kernel up to this width; wider outputs go through P blocks.
+FUSED_DV_MAX = 128
+BUFFER_BLOCK = BlockConfig().block
 
 
 @functools.cache
 def _tuned(name: str):
     """The kernel `name` wrapped in triton.autotune over its candidate configs (built on first GPU use)."""
-    configs = FORWARD_CONFIGS if name == "_forward_kernel" else BACKWARD_CONFIGS
+    configs = FORWARD_CONFIGS if name == "_forward_kernel" else PAIR_CONFIGS
     return triton.autotune(
         configs=[triton.Config(c.meta(), num_warps=c.num_warps, num_stages=c.num_stages) for c in configs],
         key=["DQK", "DV"],
@@ -100,23 +105,67 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def _fused_forward(dv: int, config: BlockConfig | None) -> bool:
+    """Whether `_forward_kernel` computes out itself (a narrow Dv), rather than P blocks and matrix products."""
+    return dv <= (FUSED_DV_MAX if config is None else config.block_dv)
+
+
+class _Operands:
+    """qw, kw, vw, bias of one call flattened to [B·H, N, ·], with what every launch passes along."""
+
+    def __init__(self, qw, kw, vw, bias, config):
+        self.batch, self.heads, self.seq_len, self.dqk = qw.shape
+        self.dv = vw.shape[-1]
+        self.width = 0 if bias is None else bias.shape[-1]
+        self.bh = self.batch * self.heads
+        self.qw, self.kw, self.vw = (x.reshape(self.bh, self.seq_len, -1) for x in (qw, kw, vw))
+        self.bias = qw if bias is None else bias  # a placeholder pointer when there is no bias
+        self.config = config
+        self.block = BUFFER_BLOCK if config is None else config.block
+        self.constexprs = dict(HAS_BIAS=self.width > 0, PRECISION=_precision(qw.dtype))
+
+    def pairs(self, rows: tuple[int, int], cols: tuple[int, int], lse, d_out=None, delta=None, dbias=None):
+        """P (and, given d_out, delta and dbias, dS) [B·H, rows, cols] for query rows [r0, r1), keys [c0, c1)."""
+        (r0, r1), (c0, c1) = rows, cols
+        n_rows, n_cols = r1 - r0, c1 - c0
+        stride = -(-n_cols // 8) * 8  # 16-byte aligned rows for the matrix products
+        grads = d_out is not None
+        p = empty_output((self.bh, n_rows, stride), self.qw.dtype, self.qw.device)
+        ds = empty_output((self.bh, n_rows, stride), self.qw.dtype, self.qw.device) if grads else p
+
+        def grid(meta):
+            return triton.cdiv(n_rows, meta["BLOCK_M"]), triton.cdiv(n_cols, meta["BLOCK_N"]), self.bh
+
+        _launch("_pair_kernel", grid, self.config, self.qw, self.kw, self.vw, self.bias,
+                d_out if grads else self.vw, lse, delta if grads else lse, p, ds, dbias if grads else lse,
+                self.seq_len, self.dqk, self.dv, self.width, r0, n_rows, c0, n_cols, stride,
+                GRADS=grads, **self.constexprs)
+        return p[..., :n_cols], ds[..., :n_cols]
+
+
 class BandedFlashAttention(torch.autograd.Function):
     """(qw, kw, vw, bias) -> (out, lse); see kernels' module docstring. Arguments are prepared by
     `banded_flash_attention`: contiguous, bias float32 or None."""
 
     @staticmethod
     def forward(ctx, qw, kw, vw, bias, config):
-        batch, n_heads, seq_len, dqk = qw.shape
-        dv = vw.shape[-1]
-        width = 0 if bias is None else bias.shape[-1]
-        out = empty_output(vw.shape, vw.dtype, vw.device)
-        lse = empty_output((batch, n_heads, seq_len), torch.float32, qw.device)
+        ops = _Operands(qw, kw, vw, bias, config)
+        n = ops.seq_len
+        fused = _fused_forward(ops.dv, config)
+        out = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
+        lse = empty_output((ops.bh, n), torch.float32, qw.device)
 
         def grid(meta):
-            return triton.cdiv(seq_len, meta["BLOCK_M"]), triton.cdiv(dv, meta["BLOCK_DV"]), batch * n_heads
+            return triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(ops.dv, meta["BLOCK_DV"]) if fused else 1, ops.bh
 
-        _launch("_forward_kernel", grid, config, qw, kw, vw, qw if bias is None else bias, out, lse,
-                seq_len, dqk, dv, width, HAS_BIAS=width > 0, PRECISION=_precision(qw.dtype))
+        _launch("_forward_kernel", grid, config, ops.qw, ops.kw, ops.vw, ops.bias, out, lse,
+                n, ops.dqk, ops.dv, ops.width, WITH_OUTPUT=fused, **ops.constexprs)
+        if not fused:  # out rows [r0, r1) = P[r0:r1, :r1] · vw[:r1], a block of queries at a time
+            for r0 in range(0, n, ops.block):
+                r1 = min(n, r0 + ops.block)
+                p, _ = ops.pairs((r0, r1), (0, r1), lse)
+                torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
+        out, lse = out.view(vw.shape), lse.view(qw.shape[:3])
         ctx.save_for_backward(qw, kw, vw, bias, out, lse)
         ctx.config = config
         return out, lse
@@ -124,30 +173,28 @@ class BandedFlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, d_lse):
         qw, kw, vw, bias, out, lse = ctx.saved_tensors
-        batch, n_heads, seq_len, dqk = qw.shape
-        dv = vw.shape[-1]
-        width = 0 if bias is None else bias.shape[-1]
+        ops = _Operands(qw, kw, vw, bias, ctx.config)
+        n = ops.seq_len
         d_out = d_out.to(out.dtype).contiguous()
-        delta = (d_out.float() * out.float()).sum(-1) - d_lse
-        dqw, dkw = (empty_output(qw.shape, qw.dtype, qw.device) for _ in range(2))
-        dvw = empty_output(vw.shape, vw.dtype, vw.device)
+        delta = ((d_out.float() * out.float()).sum(-1) - d_lse).reshape(ops.bh, n)
+        d_out = d_out.reshape(ops.bh, n, ops.dv)
+        lse = lse.reshape(ops.bh, n)
+        dqw = torch.zeros((ops.bh, n, ops.dqk), dtype=torch.float32, device=qw.device)  # summed over key blocks
+        dkw = empty_output((ops.bh, n, ops.dqk), qw.dtype, qw.device)
+        dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
         dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
-        common = dict(HAS_BIAS=width > 0, PRECISION=_precision(qw.dtype))
-        bias_arg = qw if bias is None else bias
-
-        def kv_grid(meta):
-            chunks = max(triton.cdiv(dqk, meta["BLOCK_D"]), triton.cdiv(dv, meta["BLOCK_DV"]))
-            return triton.cdiv(seq_len, meta["BLOCK_N"]), chunks, batch * n_heads
-
-        def q_grid(meta):
-            return triton.cdiv(seq_len, meta["BLOCK_M"]), triton.cdiv(dqk, meta["BLOCK_D"]), batch * n_heads
-
-        _launch("_backward_kv_kernel", kv_grid, ctx.config, qw, kw, vw, bias_arg, d_out, lse, delta, dkw, dvw,
-                seq_len, dqk, dv, width, **common)
-        _launch("_backward_q_kernel", q_grid, ctx.config, qw, kw, vw, bias_arg, d_out, lse, delta, dqw,
-                qw if dbias is None else dbias, seq_len, dqk, dv, width,
-                BLOCK_W=triton.next_power_of_2(max(width, 1)), **common)
-        return dqw, dkw, dvw, dbias, None
+        # keys [c0, c1) are seen by queries [c0, n): their P and dS give dkw, dvw there and a part of dqw
+        for c0 in range(0, n, ops.block):
+            c1 = min(n, c0 + ops.block)
+            p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
+            torch.bmm(ds.transpose(1, 2), ops.qw[:, c0:], out=dkw[:, c0:c1])
+            torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
+            dqw[:, c0:] += torch.bmm(ds, ops.kw[:, c0:c1])
+        if dbias is not None:
+            # taps t > i have no key (j = i - t < 0): their gradient is 0
+            rows, taps = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
+            dbias.masked_fill_(taps > rows, 0.0)
+        return dqw.to(qw.dtype).view(qw.shape), dkw.view(kw.shape), dvw.view(vw.shape), dbias, None
 
 
 def banded_flash_attention(

@@ -5,18 +5,21 @@ Per (batch, head) and for contiguous row-major tensors qw, kw [N, Dqk], vw [N, D
     scores[i, j] = qw_i · kw_j + (bias[i, i-j] if 0 <= i-j < W else 0)   for j <= i, -inf for j > i
     P = softmax_j(scores) (online, float32), out = P · vw, lse_i = logsumexp_j scores[i, j].
 
-Dqk and Dv may be large (c_q·d or g·c_q·d): contractions loop over BLOCK_D / BLOCK_DV columns, and the
-outputs are split into column chunks along a grid axis, each chunk program recomputing the scores.
+Dqk and Dv may be large (c_q·d or g·c_q·d): contractions loop over BLOCK_D / BLOCK_DV columns. Outputs as
+wide as Dqk or Dv cannot live in one program's registers, so only a narrow out (Dv <= BLOCK_DV) is computed
+in `_forward_kernel` itself; everything wider goes through `_pair_kernel`, which writes one block of the
+probabilities (and of dS) at a time for `function` to multiply with cuBLAS: every score is computed once per
+pass, whatever Dqk and Dv are.
 
 Tiles of keys far below the diagonal (every i - j >= W) need neither the causal mask nor the bias; only
 the tiles within W of the diagonal ("near") load the bias band. Loads mask every tail, so N, Dqk and Dv
 need not be multiples of any block.
 
-Backward (FlashAttention-2 style, deterministic, no atomics), with delta_i = rowsum(d_out ⊙ out) - d_lse_i:
-    dS = P ⊙ (d_out · vwᵀ - delta), dqw = dS · kw, dkw = dSᵀ · qw, dvw = Pᵀ · d_out,
-    dbias[i, t] = dS[i, i-t].
-`_backward_kv_kernel` walks query tiles for one key tile (dkw, dvw); `_backward_q_kernel` walks key tiles
-for one query tile (dqw, and dbias from its first column chunk, so each dbias element is written once).
+Backward, with delta_i = rowsum(d_out ⊙ out) - d_lse_i:
+    dS = P ⊙ (d_out · vwᵀ - delta), dqw = dS · kw, dkw = dSᵀ · qw, dvw = Pᵀ · d_out, dbias[i, t] = dS[i, i-t].
+`_pair_kernel` computes P and dS for one block of keys and all the queries that see them; `function` turns
+each block into its slice of dkw and dvw and its contribution to dqw with three matrix products. No atomics:
+deterministic.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ def _first_band_tile(m0, W, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
-                  HAS_BIAS: tl.constexpr, NEAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                  HAS_BIAS: tl.constexpr, NEAR: tl.constexpr, WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     cols = n0 + tl.arange(0, BLOCK_N)
     s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     if NEAR:
@@ -77,16 +80,18 @@ def _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV,
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp(m_i - m_new)
     p = tl.exp(s - m_new[:, None])
-    v = _load_tile(VW, cols, dims_v, N, DV)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    if WITH_OUTPUT:
+        v = _load_tile(VW, cols, dims_v, N, DV)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_i * alpha + tl.sum(p, 1), acc
 
 
 @triton.jit
 def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
-                    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
-    """Grid (query tiles, Dv chunks, B·H): out[rows, chunk], and lse[rows] from chunk 0."""
+                    HAS_BIAS: tl.constexpr, WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
+    """Grid (query tiles, Dv chunks, B·H): out[rows, chunk], and lse[rows] from chunk 0.
+    Without WITH_OUTPUT (grid of one chunk): lse alone, vw and out untouched."""
     m0 = tl.program_id(0) * BLOCK_M
     chunk = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -104,129 +109,59 @@ def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
     band_start = _first_band_tile(m0, W, BLOCK_N)
     for n0 in range(0, band_start, BLOCK_N):
         m_i, l_i, acc = _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
-                                      HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+                                      HAS_BIAS, False, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     for n0 in range(band_start, tl.minimum(m0 + BLOCK_M, N), BLOCK_N):
         m_i, l_i, acc = _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
-                                      HAS_BIAS, True, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-    _store_tile(OUT, acc / l_i[:, None], rows, dims_v, N, DV)
+                                      HAS_BIAS, True, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    if WITH_OUTPUT:
+        _store_tile(OUT, acc / l_i[:, None], rows, dims_v, N, DV)
     if chunk == 0:
         tl.store(LSE + rows, m_i + tl.log(l_i), mask=rows < N)
 
 
 @triton.jit
-def _backward_kv_tile(acc_k, acc_v, QW, KW, VW, BIAS, DO, LSE, DELTA, cols, m0, dims_k, dims_v, has_k, has_v,
-                      N, DQK, DV, W,
-                      HAS_BIAS: tl.constexpr, NEAR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
-    rows = m0 + tl.arange(0, BLOCK_M)
-    s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-    if NEAR:
-        s = _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS)
-    # rows past N read lse = +inf, so their probabilities are 0
-    p = tl.exp(s - tl.load(LSE + rows, mask=rows < N, other=float("inf"))[:, None])
-    if has_v:
-        d_out = _load_tile(DO, rows, dims_v, N, DV)
-        acc_v += tl.dot(tl.trans(p).to(d_out.dtype), d_out, input_precision=PRECISION)
-    if has_k:
-        dp = _dot_rows(DO, VW, rows, cols, N, DV, BLOCK_M, BLOCK_N, BLOCK_DV, PRECISION)
-        ds = p * (dp - tl.load(DELTA + rows, mask=rows < N, other=0.0)[:, None])
-        qw = _load_tile(QW, rows, dims_k, N, DQK)
-        acc_k += tl.dot(tl.trans(ds).to(qw.dtype), qw, input_precision=PRECISION)
-    return acc_k, acc_v
-
-
-@triton.jit
-def _backward_kv_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, DKW, DVW, N, DQK, DV, W,
-                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
-    """Grid (key tiles, column chunks, B·H): dkw[cols, chunk·BLOCK_D…] and dvw[cols, chunk·BLOCK_DV…]
-    (a chunk past Dqk or Dv skips that half)."""
-    n0 = tl.program_id(0) * BLOCK_N
-    chunk = tl.program_id(1)
+def _pair_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, P, DS, DBIAS, N, DQK, DV, W, R0, ROWS, C0, COLS, STRIDE,
+                 HAS_BIAS: tl.constexpr, GRADS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
+    """Grid (query tiles of rows [R0, R0+ROWS), key tiles of columns [C0, C0+COLS), B·H): one block of the
+    probabilities, P[i-R0, j-C0] = exp(score_ij - lse_i) (0 for j > i), in row-major [ROWS, STRIDE] buffers.
+    With GRADS also DS[i-R0, j-C0] = P ⊙ (d_out_i · vw_j - delta_i) and dbias[i, i-j] = DS on the band
+    (each band element lies in exactly one block of a launch sequence that covers every (i, j <= i) once)."""
+    m0 = R0 + tl.program_id(0) * BLOCK_M
+    n0 = C0 + tl.program_id(1) * BLOCK_N
     bh = tl.program_id(2).to(tl.int64)
     QW += bh * N * DQK
     KW += bh * N * DQK
-    DKW += bh * N * DQK
-    VW += bh * N * DV
-    DO += bh * N * DV
-    DVW += bh * N * DV
-    BIAS += bh * N * W
-    LSE += bh * N
-    DELTA += bh * N
-    cols = n0 + tl.arange(0, BLOCK_N)
-    dims_k = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    dims_v = chunk * BLOCK_DV + tl.arange(0, BLOCK_DV)
-    acc_k = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    acc_v = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
-    has_k = chunk * BLOCK_D < DQK
-    has_v = chunk * BLOCK_DV < DV
-    # query tiles from `far` on have i - j >= W for every j in this key tile
-    far = tl.cdiv(n0 + BLOCK_N - 1 + W, BLOCK_M) * BLOCK_M
-    for m0 in range(n0 // BLOCK_M * BLOCK_M, tl.minimum(far, N), BLOCK_M):
-        acc_k, acc_v = _backward_kv_tile(acc_k, acc_v, QW, KW, VW, BIAS, DO, LSE, DELTA, cols, m0, dims_k, dims_v,
-                                         has_k, has_v, N, DQK, DV, W, HAS_BIAS, True,
-                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION)
-    for m0 in range(far, N, BLOCK_M):
-        acc_k, acc_v = _backward_kv_tile(acc_k, acc_v, QW, KW, VW, BIAS, DO, LSE, DELTA, cols, m0, dims_k, dims_v,
-                                         has_k, has_v, N, DQK, DV, W, HAS_BIAS, False,
-                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION)
-    _store_tile(DKW, acc_k, cols, dims_k, N, DQK)
-    _store_tile(DVW, acc_v, cols, dims_v, N, DV)
-
-
-@triton.jit
-def _backward_q_tile(acc, QW, KW, VW, BIAS, DO, DBIAS, lse, delta, rows, n0, dims_k, write_bias, N, DQK, DV, W,
-                     HAS_BIAS: tl.constexpr, NEAR: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
-    cols = n0 + tl.arange(0, BLOCK_N)
-    s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
-    if NEAR:
-        s = _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS)
-    p = tl.exp(s - lse[:, None])
-    dp = _dot_rows(DO, VW, rows, cols, N, DV, BLOCK_M, BLOCK_N, BLOCK_DV, PRECISION)
-    ds = p * (dp - delta[:, None])
-    if NEAR and HAS_BIAS:
-        diag = rows[:, None] - cols[None, :]
-        band = (diag >= 0) & (diag < W) & (rows[:, None] < N) & write_bias
-        tl.store(DBIAS + rows[:, None] * W + diag, ds, mask=band)
-    kw = _load_tile(KW, cols, dims_k, N, DQK)
-    return acc + tl.dot(ds.to(kw.dtype), kw, input_precision=PRECISION)
-
-
-@triton.jit
-def _backward_q_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, DQW, DBIAS, N, DQK, DV, W,
-                       HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                       BLOCK_DV: tl.constexpr, BLOCK_W: tl.constexpr, PRECISION: tl.constexpr):
-    """Grid (query tiles, Dqk chunks, B·H): dqw[rows, chunk], and dbias[rows, :] (float32) from chunk 0."""
-    m0 = tl.program_id(0) * BLOCK_M
-    chunk = tl.program_id(1)
-    bh = tl.program_id(2).to(tl.int64)
-    QW += bh * N * DQK
-    KW += bh * N * DQK
-    DQW += bh * N * DQK
     VW += bh * N * DV
     DO += bh * N * DV
     BIAS += bh * N * W
     DBIAS += bh * N * W
     LSE += bh * N
     DELTA += bh * N
+    P += bh * ROWS * STRIDE
+    DS += bh * ROWS * STRIDE
     rows = m0 + tl.arange(0, BLOCK_M)
-    dims_k = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    lse = tl.load(LSE + rows, mask=rows < N, other=0.0)
-    delta = tl.load(DELTA + rows, mask=rows < N, other=0.0)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    band_start = _first_band_tile(m0, W, BLOCK_N)
-    write_bias = chunk == 0
-    for n0 in range(0, band_start, BLOCK_N):
-        acc = _backward_q_tile(acc, QW, KW, VW, BIAS, DO, DBIAS, lse, delta, rows, n0, dims_k, write_bias,
-                               N, DQK, DV, W, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION)
-    for n0 in range(band_start, tl.minimum(m0 + BLOCK_M, N), BLOCK_N):
-        acc = _backward_q_tile(acc, QW, KW, VW, BIAS, DO, DBIAS, lse, delta, rows, n0, dims_k, write_bias,
-                               N, DQK, DV, W, HAS_BIAS, True, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION)
-    if HAS_BIAS:
-        # taps t > i have no key (j = i - t < 0): their gradient is 0
-        taps = tl.arange(0, BLOCK_W)
-        before_start = (taps[None, :] > rows[:, None]) & (taps[None, :] < W) & (rows[:, None] < N) & write_bias
-        tl.store(DBIAS + rows[:, None] * W + taps[None, :], tl.zeros([BLOCK_M, BLOCK_W], tl.float32),
-                 mask=before_start)
-    _store_tile(DQW, acc, rows, dims_k, N, DQK)
+    cols = n0 + tl.arange(0, BLOCK_N)
+    cell = (rows - R0)[:, None] * STRIDE + (cols - C0)[None, :]
+    inside = (rows[:, None] < R0 + ROWS) & (cols[None, :] < C0 + COLS)
+    if m0 + BLOCK_M - 1 < n0:  # every key after every query of the tile
+        zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        tl.store(P + cell, zero.to(P.dtype.element_ty), mask=inside)
+        if GRADS:
+            tl.store(DS + cell, zero.to(DS.dtype.element_ty), mask=inside)
+    else:
+        s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        near = (m0 < n0 + BLOCK_N - 1 + W) | (n0 + BLOCK_N > N)
+        if near:
+            s = _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS)
+        # rows past N read lse = +inf, so their probabilities are 0
+        p = tl.exp(s - tl.load(LSE + rows, mask=rows < N, other=float("inf"))[:, None])
+        tl.store(P + cell, p.to(P.dtype.element_ty), mask=inside)
+        if GRADS:
+            dp = _dot_rows(DO, VW, rows, cols, N, DV, BLOCK_M, BLOCK_N, BLOCK_DV, PRECISION)
+            ds = p * (dp - tl.load(DELTA + rows, mask=rows < N, other=0.0)[:, None])
+            tl.store(DS + cell, ds.to(DS.dtype.element_ty), mask=inside)
+            if HAS_BIAS and near:
+                diag = rows[:, None] - cols[None, :]
+                band = (diag >= 0) & (diag < W) & (rows[:, None] < N) & inside
+                tl.store(DBIAS + rows[:, None] * W + diag, ds, mask=band)
