@@ -56,3 +56,13 @@ def test_triton_refuses_what_it_cannot_serve(monkeypatch):
         mta_attention(*qkv(), kernel_pre=kernel(), dropout_p=0.1, backend="triton")
     with pytest.raises(ValueError, match=r"q must be float16, bfloat16 or float32 for backend 'triton'"):
         mta_attention(*qkv(dtype=torch.float64), kernel_pre=kernel(dtype=torch.float64), backend="triton")
+
+
+
+def test_auto_sends_wide_head_mixing_past_triton():
+    from mta import ops
+
+    pairs, quads, full = torch.eye(2).repeat(4, 1, 1), torch.eye(4).repeat(2, 1, 1), torch.eye(8)[None]
+    assert ops.narrow_mixing(pairs, quads) and ops.narrow_mixing(None, None)
+    assert not ops.narrow_mixing(None, full) and not ops.narrow_mixing(full, pairs)
+    assert not ops._triton_serves(torch.zeros(1, 8, 4, 4), 0.0, pairs, pairs)  # auto never runs triton on a CPU

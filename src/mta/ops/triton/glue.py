@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..reference import causal_future, compute_dtype, expand_kv
 
+INT32_MAX = 2**31 - 1
 # banded(qw, kw, vw, bias) -> (out, lse), see `banded_attention_torch`
 Banded = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
 
@@ -88,7 +89,12 @@ def centred_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Returns [B, C, c_out, N] with out[c, a, j] = Σ_b kernel[c, a, b] · x[c, j-(c_k-1)/2+b], zeros outside [0, N).
     """
     channels, c_out, c_k = kernel.shape
-    out = F.conv1d(x, kernel.reshape(channels * c_out, 1, c_k), padding=(c_k - 1) // 2, groups=channels)
+    weight = kernel.reshape(channels * c_out, 1, c_k)
+    # CUDA's depthwise convolution indexes with 32 bits: split the batch so that each output fits.
+    per_sample = channels * c_out * x.shape[-1]
+    step = max(1, INT32_MAX // max(per_sample, 1))
+    out = torch.cat([F.conv1d(x[b : b + step], weight, padding=(c_k - 1) // 2, groups=channels)
+                     for b in range(0, x.shape[0], step)])
     return out.reshape(x.shape[0], channels, c_out, x.shape[-1])
 
 
