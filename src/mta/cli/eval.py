@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from mta.eval.ppl import evaluate_ppl, load_split
-from mta.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
+from mta.models.checkpoint import load_checkpoint
 from mta.train import PRECISIONS, autocast_dtype, resolve_device
-from mta.train.checkpoint_state import TRAINER_FILE, latest_checkpoint
+from mta.train.checkpoint_state import TRAINER_FILE, resolve_checkpoint
 
 
 def register(subparsers) -> None:
@@ -52,16 +52,6 @@ def run_ppl(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """`path` itself if it holds weights, else the newest checkpoint of the run directory `path`."""
-    if (path / WEIGHTS_FILE).is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise CheckpointError(f"checkpoint {path}: neither a checkpoint nor a run directory with checkpoints/")
-    return latest
 
 
 def training_seq_len(checkpoint: Path) -> int | None:
