@@ -89,6 +89,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return latest
 
 
+def training_seq_len(checkpoint: str | os.PathLike) -> int | None:
+    """The seq_len a training checkpoint was trained at, None for other checkpoints."""
+    path = Path(checkpoint) / TRAINER_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["config"]["seq_len"] if path.is_file() else None
+
+
 def read_init_weights(path: str | os.PathLike, model_config: ModelConfig) -> tuple[Path, dict[str, torch.Tensor]]:
     """(the checkpoint directory, its weights) of `path` (`resolve_checkpoint`) for a run whose model is
     `model_config`; CheckpointError unless the saved ModelConfig equals it up to INIT_CHANGES."""
