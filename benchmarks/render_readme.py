@@ -397,7 +397,7 @@ def longctx_label(name: str) -> str:
 
 
 def longctx(models: dict) -> str:
-    """Needle accuracy per (needle count, length) and bAbI accuracy per (task, distraction), one row per model."""
+    """Needle accuracy per (needle count, length) and bAbI accuracy per (task, length), one row per model."""
     reports = [r for evaluations in models.values() for r in evaluations.values()]
     needle = [(name, e["needle"]) for name, e in models.items() if "needle" in e]
     babi = [(name, e["babi"]) for name, e in models.items() if "babi" in e]
@@ -418,15 +418,16 @@ def longctx(models: dict) -> str:
         lines.append("")
     if babi:
         settings = babi[0][1]["settings"]
-        distractions = sorted({r["distraction"] for _, report in babi for r in report["rows"]})
-        lines += [f"**bAbI QA1–QA5 in distractor text**: {settings['samples']} stories per cell.", "",
-                  "| model | task | (chance) | " + " | ".join(f"{d:,} tokens" for d in distractions) + " |",
-                  "|---|---|---:|" + "---:|" * len(distractions)]
+        lengths = sorted({r["length"] for _, report in babi for r in report["rows"]})
+        lines += [f"**bAbI QA1–QA5 in distractor text**, by context length (story + distractor + question): "
+                  f"{settings['samples']} stories per cell.", "",
+                  "| model | task | (chance) | " + " | ".join(f"{n:,} tokens" if n else "story only" for n in lengths)
+                  + " |", "|---|---|---:|" + "---:|" * len(lengths)]
         for name, report in babi:
             for task in report["settings"]["tasks"]:
-                rows = {r["distraction"]: r for r in report["rows"] if r["task"] == task}
+                rows = {r["length"]: r for r in report["rows"] if r["task"] == task}
                 chance = next(iter(rows.values()))["chance_pct"]
-                cells = [f"{rows[d]['accuracy_pct']:.1f}" if d in rows else "—" for d in distractions]
+                cells = [f"{rows[n]['accuracy_pct']:.1f}" if n in rows else "—" for n in lengths]
                 lines.append(f"| {longctx_label(name)} | {task.upper()} | ({chance:.0f}) | {' | '.join(cells)} |")
         lines.append("")
     described = []
@@ -439,13 +440,13 @@ def longctx(models: dict) -> str:
     lines += ["Checkpoints: " + "; ".join(described) + ".", "",
               "![long-context accuracy per model](results/longctx/comparison.png)", "",
               "Per model: `results/longctx/<model>.needle.png` (depth × length heat-map per needle count) and "
-              "`<model>.babi.png` (accuracy vs distraction per task).", "", provenance_line(reports[0]["environment"])]
+              "`<model>.babi.png` (accuracy vs context length per task).", "", provenance_line(reports[0]["environment"])]
     return "\n".join(lines)
 
 
 def longctx_plot(models: dict, path: Path) -> None:
-    """Needle accuracy vs depth (mean over needle counts and lengths) and bAbI accuracy vs distraction (mean over
-    tasks), one line per model."""
+    """Needle accuracy vs depth (mean over needle counts and lengths) and bAbI accuracy vs context length (mean
+    over tasks), one line per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -453,7 +454,7 @@ def longctx_plot(models: dict, path: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, evaluations in models.items():
-        for ax, evaluation, key in ((left, "needle", "depth"), (right, "babi", "distraction")):
+        for ax, evaluation, key in ((left, "needle", "depth"), (right, "babi", "length")):
             if evaluation not in evaluations:
                 continue
             rows = evaluations[evaluation]["rows"]
@@ -462,7 +463,7 @@ def longctx_plot(models: dict, path: Path) -> None:
                          for x in xs], marker="o", label=longctx_label(name))
     left.set_xlabel("depth of the asked needle")
     left.set_title("multi-needle retrieval (mean over needle counts, lengths)")
-    right.set_xlabel("distractor tokens")
+    right.set_xlabel("context length (tokens; 0: the story alone)")
     right.set_title("bAbI QA1–QA5 (mean over tasks)")
     for ax in (left, right):
         ax.set_ylabel("accuracy %")

@@ -37,13 +37,13 @@ def test_experiment_writes_results_that_render(tmp_path, corpus, monkeypatch, on
     out = tmp_path / "results"
     argv = ["--data", str(corpus), "--run", f"transformer={tmp_path / 'model'}", "--samples", "2", "--out", str(out),
             "--log-dir", str(tmp_path / "logs"), "--needle-args", "--needles 2 --depths 0 1 --lengths 256",
-            "--babi-args", "--tasks qa1 qa4 --distraction 0 32"]
+            "--babi-args", "--tasks qa1 qa4 --lengths 0 256"]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert experiment.main(argv) == 0
     needle = json.loads((out / "transformer.needle.json").read_text())
     babi = json.loads((out / "transformer.babi.json").read_text())
     assert [(r["needles"], r["length"], r["depth"]) for r in needle["rows"]] == [(2, 256, 0.0), (2, 256, 1.0)]
-    assert [(r["task"], r["distraction"]) for r in babi["rows"]] == [("qa1", 0), ("qa4", 0), ("qa1", 32), ("qa4", 32)]
+    assert [(r["task"], r["length"]) for r in babi["rows"]] == [("qa1", 0), ("qa4", 0), ("qa1", 256), ("qa4", 256)]
     assert {p.name for p in out.iterdir()} == {"transformer.needle.json", "transformer.needle.png",
                                               "transformer.babi.json", "transformer.babi.png"}
     mtime = (out / "transformer.babi.json").stat().st_mtime_ns
@@ -55,8 +55,9 @@ def test_experiment_writes_results_that_render(tmp_path, corpus, monkeypatch, on
     table = render.longctx(models)
     cell = f"{sum(r['accuracy_pct'] for r in needle['rows']) / 2:.1f}"
     assert "| model | 2 needles, 256 tokens (50) |" in table and f"| Transformer | {cell} |" in table
-    qa4 = {r["distraction"]: r["accuracy_pct"] for r in babi["rows"] if r["task"] == "qa4"}
-    assert f"| Transformer | QA4 | (17) | {qa4[0]:.1f} | {qa4[32]:.1f} |" in table
+    qa4 = {r["length"]: r["accuracy_pct"] for r in babi["rows"] if r["task"] == "qa4"}
+    assert "| model | task | (chance) | story only | 256 tokens |" in table
+    assert f"| Transformer | QA4 | (17) | {qa4[0]:.1f} | {qa4[256]:.1f} |" in table
     assert "max_seq_len 256" in table and needle["environment"]["commit"][:12] in table
     monkeypatch.setattr(render, "TABLES", {"longctx": render.TABLES["longctx"]})
     text = render.render("a\n<!-- longctx:start -->\n(not measured yet)\n<!-- longctx:end -->\n")
@@ -74,7 +75,7 @@ def test_render_orders_models_as_the_paper_and_leaves_gaps(tmp_path, monkeypatch
                                 "commit": "abcdef1234567890", "date": "2026-01-01"}}
 
     needle_rows = [{"needles": 2, "length": 512, "depth": d, "accuracy_pct": a} for d, a in ((0.0, 60.0), (1.0, 80.0))]
-    babi_rows = [{"task": "qa1", "distraction": 0, "accuracy_pct": 40.0, "chance_pct": 100 / 6}]
+    babi_rows = [{"task": "qa1", "length": 0, "accuracy_pct": 40.0, "chance_pct": 100 / 6}]
     for name in ("mta", "transformer", "custom"):
         (tmp_path / f"{name}.needle.json").write_text(json.dumps(report("needle", needle_rows)))
     (tmp_path / "mta.babi.json").write_text(json.dumps(report("babi", babi_rows)))

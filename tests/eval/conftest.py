@@ -6,8 +6,8 @@ import pytest
 pytest.importorskip("tokenizers")
 
 from mta.data.babi import GIVES, GRABS, MOVES, OBJECTS, PEOPLE, PLACES, QA5_PEOPLE  # noqa: E402
-from mta.eval.background import Background  # noqa: E402
 from mta.data.corpus import TextDomain, prepare  # noqa: E402
+from mta.eval.background import Background  # noqa: E402
 
 # Words of the haystack and of the templates, so that the tokenizer learns them and prompts stay short.
 WORDS = ("the of and to in a that is was he for it with as his on be at by had are but from or secret number "

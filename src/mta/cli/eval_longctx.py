@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from mta.data.babi import TASKS
-from mta.eval.babi import DEFAULT_DISTRACTION, evaluate_babi
+from mta.eval.babi import DEFAULT_LENGTHS, evaluate_babi
 from mta.eval.background import Background
 from mta.eval.needle import DEFAULT_DEPTHS, DEFAULT_NEEDLES, VALUE_KINDS, evaluate_needle
 from mta.eval.plots import plot_babi, plot_needle
@@ -21,9 +21,10 @@ from mta.train.checkpoint_state import resolve_checkpoint, training_seq_len
 
 
 def register(eval_sub) -> None:
-    p = eval_sub.add_parser("needle", help="multi-needle retrieval in held-out text: accuracy by needles, depth, length")
+    p = eval_sub.add_parser("needle", help="multi-needle retrieval in held-out text, accuracy per setting")
     _common_arguments(p)
-    p.add_argument("--needles", type=int, nargs="+", default=list(DEFAULT_NEEDLES), help="needle counts (default 2 4 6)")
+    p.add_argument("--needles", type=int, nargs="+", default=list(DEFAULT_NEEDLES),
+                   help="needle counts (default 2 4 6)")
     p.add_argument("--depths", type=float, nargs="+", default=list(DEFAULT_DEPTHS),
                    help="depths of the asked needle, fractions of the haystack (default 0 0.25 0.5 0.75 1)")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
@@ -32,11 +33,12 @@ def register(eval_sub) -> None:
                    help="needle values: 4-digit numbers or words (default numbers)")
     p.set_defaults(func=run_needle)
 
-    p = eval_sub.add_parser("babi", help="bAbI QA1-QA5 spread through distractor text: accuracy by task and length")
+    p = eval_sub.add_parser("babi", help="bAbI QA1-QA5 spread through distractor text, accuracy per task and length")
     _common_arguments(p)
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks (default all five)")
-    p.add_argument("--distraction", type=int, nargs="+", default=None,
-                   help="distractor tokens around each story (default: those of 0 1000 2000 4000 that fit the model)")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="context lengths in tokens, story and distractor text together; 0: the story alone "
+                        "(default: those of 0 1024 2048 4096 that fit the model)")
     p.set_defaults(func=run_babi)
 
 
@@ -75,9 +77,10 @@ def _setup(args: argparse.Namespace):
     return checkpoint, model, autocast_dtype(device, args.precision), background
 
 
-def _finish(args: argparse.Namespace, checkpoint: Path, model, result: dict, plot) -> None:
+def _finish(args: argparse.Namespace, checkpoint: Path, model, amp, result: dict, plot) -> None:
     config = model.config
-    report = {"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split,
+    precision = "bf16 autocast" if amp is not None else "fp32"
+    report = {"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split, "precision": precision,
               "model": {"attention": config.attention, "parameters": model.num_parameters(),
                         "max_seq_len": config.max_seq_len, "rope_theta": config.rope_theta,
                         "training_seq_len": training_seq_len(checkpoint)},
@@ -98,12 +101,12 @@ def run_needle(args: argparse.Namespace) -> None:
     result = evaluate_needle(model, background, args.needles, lengths, args.depths, args.samples, args.seed,
                              args.values, args.batch_size, amp, args.generate, model.config.max_seq_len,
                              progress=not args.no_progress)
-    _finish(args, checkpoint, model, result, plot_needle)
+    _finish(args, checkpoint, model, amp, result, plot_needle)
 
 
 def run_babi(args: argparse.Namespace) -> None:
     checkpoint, model, amp, background = _setup(args)
-    result = evaluate_babi(model, background, args.tasks, args.distraction or DEFAULT_DISTRACTION, args.samples,
+    result = evaluate_babi(model, background, args.tasks, args.lengths or DEFAULT_LENGTHS, args.samples,
                            args.seed, args.batch_size, amp, args.generate, model.config.max_seq_len,
-                           skip_too_long=args.distraction is None, progress=not args.no_progress)
-    _finish(args, checkpoint, model, result, plot_babi)
+                           skip_too_long=args.lengths is None, progress=not args.no_progress)
+    _finish(args, checkpoint, model, amp, result, plot_babi)

@@ -156,8 +156,8 @@ def _qa2(rng: np.random.Generator) -> Story:
         known = [o for o in OBJECTS if world.object_location(o) is not None]
         if known:
             obj = _pick(rng, known)
-            return _story("qa2", world.sentences, f"Where is the {obj}?", f"The {obj} is in the", world.object_location(obj),
-                          PLACES)
+            return _story("qa2", world.sentences, f"Where is the {obj}?", f"The {obj} is in the",
+                          world.object_location(obj), PLACES)
     raise RuntimeError("qa2: no story with a located object")  # unreachable in practice: a grab is likely
 
 
@@ -194,8 +194,8 @@ def _qa4(rng: np.random.Generator) -> Story:
     dx, dy = (pa - pb for pa, pb in zip(position[a], position[b]))
     direction = next(d for d, vector in DIRECTIONS.items() if vector == (dx, dy))  # a is `direction` of b
     if rng.random() < 0.5:
-        return _story("qa4", sentences, f"What is {direction} of the {b}?", f"{direction.capitalize()} of the {b} is the",
-                      a, PLACES)
+        return _story("qa4", sentences, f"What is {direction} of the {b}?",
+                      f"{direction.capitalize()} of the {b} is the", a, PLACES)
     return _story("qa4", sentences, f"What is the {a} {direction} of?", f"The {a} is {direction} of the", b, PLACES)
 
 
@@ -216,15 +216,15 @@ def _qa5(rng: np.random.Generator) -> Story:
 
     if kind == "giver":
         answer = latest(lambda g, o, r: (o, r) == (obj, receiver))[0]
-        return _story("qa5", world.sentences, f"Who gave the {obj} to {receiver}?", f"The {obj} was given to {receiver} by",
-                      answer, QA5_PEOPLE)
+        return _story("qa5", world.sentences, f"Who gave the {obj} to {receiver}?",
+                      f"The {obj} was given to {receiver} by", answer, QA5_PEOPLE)
     if kind == "receiver":
         answer = latest(lambda g, o, r: (g, o) == (giver, obj))[2]
-        return _story("qa5", world.sentences, f"Who did {giver} give the {obj} to?", f"{giver} gave the {obj} to", answer,
-                      QA5_PEOPLE)
+        return _story("qa5", world.sentences, f"Who did {giver} give the {obj} to?", f"{giver} gave the {obj} to",
+                      answer, QA5_PEOPLE)
     answer = latest(lambda g, o, r: (g, r) == (giver, receiver))[1]
-    return _story("qa5", world.sentences, f"What did {giver} give to {receiver}?", f"{giver} gave {receiver} the", answer,
-                  OBJECTS)
+    return _story("qa5", world.sentences, f"What did {giver} give to {receiver}?", f"{giver} gave {receiver} the",
+                  answer, OBJECTS)
 
 
 _GENERATORS = {"qa1": _qa1, "qa2": _qa2, "qa3": _qa3, "qa4": _qa4, "qa5": _qa5}

@@ -97,8 +97,8 @@ def needle_samples(background: Background, needles: int, length: int, depths, sa
             where = [depth if i == asked else float(f) for i, f in enumerate(fractions)]
             positions = [background.snap(window, round(f * haystack)) for f in where]
             tokens, starts = background.insert(window, pieces, positions)
-            out.append(NeedleSample(prompt=np.concatenate([tokens, question]), candidates=candidates, answer=asked, needles=needles,
-                                    length=length, depth=float(depth), needle_start=starts[asked],
+            out.append(NeedleSample(prompt=np.concatenate([tokens, question]), candidates=candidates, answer=asked,
+                                    needles=needles, length=length, depth=float(depth), needle_start=starts[asked],
                                     haystack_before=positions[asked], haystack=haystack))
     return out
 
@@ -131,11 +131,11 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
             for depth in depths:
                 picked = [i for i, s in enumerate(batch) if s.depth == float(depth)]
                 row = {"needles": k, "length": length, "depth": float(depth), "samples": len(picked),
-                       "accuracy_pct": 100 * np.mean([choice_credit(scores[i], batch[i].answer) for i in picked]),
+                       "accuracy_pct": _percent([choice_credit(scores[i], batch[i].answer) for i in picked]),
                        "chance_pct": 100 / k}
                 if matches is not None:
-                    row["exact_match_pct"] = 100 * np.mean([matches[i] for i in picked])
-                rows.append({key: float(v) if isinstance(v, np.floating) else v for key, v in row.items()})
+                    row["exact_match_pct"] = _percent([matches[i] for i in picked])
+                rows.append(row)
     by_needles = {str(k): float(np.mean([r["accuracy_pct"] for r in rows if r["needles"] == k])) for k in needles}
     settings = {"needles": list(needles), "lengths": list(lengths), "depths": [float(d) for d in depths],
                 "samples": samples, "seed": seed, "values": values, "haystack": background.source,
@@ -143,6 +143,10 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
                 "generate": generate}
     return {"task": "needle", "metric": METRIC, "settings": settings, "rows": rows, "by_needles": by_needles,
             "mean_accuracy_pct": float(np.mean([r["accuracy_pct"] for r in rows]))}
+
+
+def _percent(values) -> float:
+    return 100 * sum(values) / len(values)
 
 
 def check_room(background: Background, needles: int, length: int, values: str, pool: list[str]) -> None:

@@ -23,8 +23,8 @@ def plot_needle(report: dict, path: str | Path, title: str = "") -> None:
     settings = report["settings"]
     lengths, depths = settings["lengths"], settings["depths"]
     cells = {(r["needles"], r["length"], r["depth"]): r["accuracy_pct"] for r in report["rows"]}
-    figure, axes = plt.subplots(1, len(settings["needles"]), figsize=(1.2 + 1.4 * len(lengths) * len(settings["needles"]),
-                                                                    1.2 + 0.55 * len(depths)), squeeze=False)
+    width = 1.2 + 1.4 * len(lengths) * len(settings["needles"])
+    figure, axes = plt.subplots(1, len(settings["needles"]), figsize=(width, 1.2 + 0.55 * len(depths)), squeeze=False)
     for ax, k in zip(axes[0], settings["needles"]):
         grid = [[cells[k, length, depth] for length in lengths] for depth in depths]
         image = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto")
@@ -44,16 +44,18 @@ def plot_needle(report: dict, path: str | Path, title: str = "") -> None:
 
 
 def plot_babi(report: dict, path: str | Path, title: str = "") -> None:
-    """Choice accuracy % against distraction length, one line per task, chance dotted."""
+    """Choice accuracy % against context length (0: the plain story), one line per task, chance dotted."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6, 4))
-    distractions = report["settings"]["distractions"]
+    lengths = report["settings"]["lengths"]
     for color, task in zip(plt.get_cmap("tab10").colors, report["settings"]["tasks"]):
-        rows = {r["distraction"]: r for r in report["rows"] if r["task"] == task}
-        ax.plot(distractions, [rows[d]["accuracy_pct"] for d in distractions], marker="o", color=color,
+        rows = {r["length"]: r for r in report["rows"] if r["task"] == task}
+        ax.plot(range(len(lengths)), [rows[n]["accuracy_pct"] for n in lengths], marker="o", color=color,
                 label=task.upper())
-        ax.plot(distractions, [rows[d]["chance_pct"] for d in distractions], linestyle=":", color=color, alpha=0.6)
-    ax.set_xlabel("distractor tokens")
+        ax.plot(range(len(lengths)), [rows[n]["chance_pct"] for n in lengths], linestyle=":", color=color,
+                alpha=0.6)
+    ax.set_xticks(range(len(lengths)), [f"{n:,}" if n else "story only" for n in lengths])
+    ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("accuracy % (dotted: chance)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
