@@ -106,6 +106,7 @@ def test_a_model_that_knows_the_answers_scores_100_and_a_wrong_one_0(background)
         assert {r["accuracy_pct"] for r in report["rows"]} == {expected}
         assert {r["exact_match_pct"] for r in report["rows"]} == {expected}
         assert report["mean_accuracy_pct"] == expected and set(report["by_needles"].values()) == {expected}
+        assert report["by_depth"] == {"0": expected, "0.5": expected, "1": expected}
     assert {(r["needles"], r["chance_pct"]) for r in report["rows"]} == {(2, 50.0), (3, 100 / 3)}
 
 

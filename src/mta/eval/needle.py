@@ -111,7 +111,7 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
     every (needle count, context length, depth); `max_seq_len`: the model's, checked against `lengths`.
 
     Returns {"task", "metric", "settings", "rows": [{"needles", "length", "depth", "samples", "accuracy_pct",
-    "chance_pct"[, "exact_match_pct"]}], "by_needles": {k: mean accuracy_pct}, "mean_accuracy_pct"}.
+    "chance_pct"[, "exact_match_pct"]}], "by_needles" and "by_depth" (mean accuracy_pct), "mean_accuracy_pct"}.
     """
     if max_seq_len is not None and max(lengths) > max_seq_len:
         raise ValueError(f"lengths: got {max(lengths)}, longer than the model's max_seq_len={max_seq_len}; use "
@@ -131,22 +131,23 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
             for depth in depths:
                 picked = [i for i, s in enumerate(batch) if s.depth == float(depth)]
                 row = {"needles": k, "length": length, "depth": float(depth), "samples": len(picked),
-                       "accuracy_pct": _percent([choice_credit(scores[i], batch[i].answer) for i in picked]),
+                       "accuracy_pct": 100 * _mean([choice_credit(scores[i], batch[i].answer) for i in picked]),
                        "chance_pct": 100 / k}
                 if matches is not None:
-                    row["exact_match_pct"] = _percent([matches[i] for i in picked])
+                    row["exact_match_pct"] = 100 * _mean([matches[i] for i in picked])
                 rows.append(row)
-    by_needles = {str(k): float(np.mean([r["accuracy_pct"] for r in rows if r["needles"] == k])) for k in needles}
+    by_needles = {str(k): _mean([r["accuracy_pct"] for r in rows if r["needles"] == k]) for k in needles}
+    by_depth = {f"{d:g}": _mean([r["accuracy_pct"] for r in rows if r["depth"] == float(d)]) for d in depths}
     settings = {"needles": list(needles), "lengths": list(lengths), "depths": [float(d) for d in depths],
                 "samples": samples, "seed": seed, "values": values, "haystack": background.source,
                 "needle": NEEDLE.format(kind=VALUE_KINDS[values], key="<key>", value="<value>"),
                 "generate": generate}
     return {"task": "needle", "metric": METRIC, "settings": settings, "rows": rows, "by_needles": by_needles,
-            "mean_accuracy_pct": float(np.mean([r["accuracy_pct"] for r in rows]))}
+            "by_depth": by_depth, "mean_accuracy_pct": _mean([r["accuracy_pct"] for r in rows])}
 
 
-def _percent(values) -> float:
-    return 100 * sum(values) / len(values)
+def _mean(values) -> float:
+    return float(sum(values) / len(values))
 
 
 def check_room(background: Background, needles: int, length: int, values: str, pool: list[str]) -> None:
