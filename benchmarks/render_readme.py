@@ -377,6 +377,104 @@ def toy_demo(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+LONGCTX_DIR = ROOT / "results" / "longctx"
+LONGCTX_ORDER = ("transformer", "diff", "talking_heads", "mta")  # the paper's order; other names follow
+
+
+def load_longctx() -> dict | None:
+    """{model name: {"needle": report, "babi": report}} from results/longctx/<name>.<evaluation>.json; None if none."""
+    models: dict[str, dict] = {}
+    for path in sorted(LONGCTX_DIR.glob("*.json")):
+        name, _, evaluation = path.stem.rpartition(".")
+        if evaluation in ("needle", "babi"):
+            models.setdefault(name, {})[evaluation] = json.loads(path.read_text())
+    return dict(sorted(models.items(), key=lambda item: (LONGCTX_ORDER.index(item[0]) if item[0] in LONGCTX_ORDER
+                                                         else len(LONGCTX_ORDER), item[0]))) or None
+
+
+def longctx_label(name: str) -> str:
+    return THROUGHPUT_LABELS.get(name, name)
+
+
+def longctx(models: dict) -> str:
+    """Needle accuracy per (needle count, length) and bAbI accuracy per (task, length), one row per model."""
+    reports = [r for evaluations in models.values() for r in evaluations.values()]
+    needle = [(name, e["needle"]) for name, e in models.items() if "needle" in e]
+    babi = [(name, e["babi"]) for name, e in models.items() if "babi" in e]
+    lines = [f"Choice accuracy % ({reports[0]['metric'].partition(': ')[2]}); chance in brackets.", ""]
+    if needle:
+        settings = needle[0][1]["settings"]
+        columns = sorted({(r["needles"], r["length"]) for _, report in needle for r in report["rows"]})
+        lines += [f"**Multi-needle retrieval**: mean over the asked needle's depths "
+                  f"{', '.join(f'{d:g}' for d in settings['depths'])}; {settings['samples']} samples per depth.", "",
+                  "| model | " + " | ".join(f"{k} needles, {n:,} tokens ({100 / k:.0f})" for k, n in columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for name, report in needle:
+            cells = []
+            for k, n in columns:
+                values = [r["accuracy_pct"] for r in report["rows"] if (r["needles"], r["length"]) == (k, n)]
+                cells.append(f"{sum(values) / len(values):.1f}" if values else "—")
+            lines.append(f"| {longctx_label(name)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if babi:
+        settings = babi[0][1]["settings"]
+        lengths = sorted({r["length"] for _, report in babi for r in report["rows"]})
+        lines += [f"**bAbI QA1–QA5 in distractor text**, by context length (story + distractor + question): "
+                  f"{settings['samples']} stories per cell.", "",
+                  "| model | task | (chance) | " + " | ".join(f"{n:,} tokens" if n else "story only" for n in lengths)
+                  + " |", "|---|---|---:|" + "---:|" * len(lengths)]
+        for name, report in babi:
+            for task in report["settings"]["tasks"]:
+                rows = {r["length"]: r for r in report["rows"] if r["task"] == task}
+                chance = next(iter(rows.values()))["chance_pct"]
+                cells = [f"{rows[n]['accuracy_pct']:.1f}" if n in rows else "—" for n in lengths]
+                lines.append(f"| {longctx_label(name)} | {task.upper()} | ({chance:.0f}) | {' | '.join(cells)} |")
+        lines.append("")
+    described = []
+    for name, evaluations in models.items():
+        model = next(iter(evaluations.values()))["model"]
+        trained = f"trained at {model['training_seq_len']:,} tokens, " if model.get("training_seq_len") else ""
+        described.append(f"{longctx_label(name)} `{next(iter(evaluations.values()))['checkpoint']}` ({trained}"
+                         f"max_seq_len {model['max_seq_len']:,}, RoPE θ {model['rope_theta']:g}, "
+                         f"{model['parameters']:,} parameters)")
+    lines += ["Checkpoints: " + "; ".join(described) + ".", "",
+              "![long-context accuracy per model](results/longctx/comparison.png)", "",
+              "Per model: `results/longctx/<model>.needle.png` (depth × length heat-map per needle count) and "
+              "`<model>.babi.png` (accuracy vs context length per task).", "", provenance_line(reports[0]["environment"])]
+    return "\n".join(lines)
+
+
+def longctx_plot(models: dict, path: Path) -> None:
+    """Needle accuracy vs depth (mean over needle counts and lengths) and bAbI accuracy vs context length (mean
+    over tasks), one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, evaluations in models.items():
+        for ax, evaluation, key in ((left, "needle", "depth"), (right, "babi", "length")):
+            if evaluation not in evaluations:
+                continue
+            rows = evaluations[evaluation]["rows"]
+            xs = sorted({r[key] for r in rows})
+            ax.plot(xs, [sum(r["accuracy_pct"] for r in rows if r[key] == x) / sum(r[key] == x for r in rows)
+                         for x in xs], marker="o", label=longctx_label(name))
+    left.set_xlabel("depth of the asked needle")
+    left.set_title("multi-needle retrieval (mean over needle counts, lengths)")
+    right.set_xlabel("context length (tokens; 0: the story alone)")
+    right.set_title("bAbI QA1–QA5 (mean over tasks)")
+    for ax in (left, right):
+        ax.set_ylabel("accuracy %")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
@@ -384,6 +482,7 @@ TABLES = {
     "toy_table1": (load_toy_runs, toy_table1),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
+    "longctx": (load_longctx, longctx),
 }
 
 
@@ -412,6 +511,9 @@ def main() -> None:
     speed = load_json(OP_SPEED_GPU_RESULTS)
     if speed:
         op_speed_gpu_plot(speed, OP_SPEED_GPU_RESULTS.with_suffix(".png"))
+    longctx_models = load_longctx()
+    if longctx_models:
+        longctx_plot(longctx_models, LONGCTX_DIR / "comparison.png")
     print(f"rendered {', '.join(TABLES)} into {README}")
 
 

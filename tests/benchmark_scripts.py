@@ -1,4 +1,4 @@
-"""Loading a script from benchmarks/ in tests (the scripts are not package modules)."""
+"""Loading a script from benchmarks/ or experiments/ in tests (the scripts are not package modules)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark(name: str):
-    """Import benchmarks/<name>.py (a script, not a package module) and return the module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """Import <folder>/<name>.py (a script, not a package module) and return the module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

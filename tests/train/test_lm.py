@@ -1,5 +1,6 @@
 """The language-model trainer on CPU at tiny size: batches, the run directory, checkpoints, exact resume (also
-after SIGKILL) and a 2-process DDP run under torchrun (shared/mta-spec.md §3)."""
+after SIGKILL), a 2-process DDP run under torchrun (shared/mta-spec.md §3) and fine-tuning from another run's
+weights (init_from: context extension with RoPE θ and the context length raised)."""
 
 import json
 import os
@@ -20,6 +21,8 @@ from mta.eval.ppl import load_split
 from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.train import LMTrainConfig, lr_factor, train_lm
 from mta.train import checkpoint_state as ckpt
+from mta.train import lm
+from mta.train.distributed import init_ranks
 from mta.train.lm_data import MixtureSampler
 from mta.train.lm_log import RunLog
 
@@ -266,3 +269,49 @@ def test_torchrun_two_cpu_processes_with_ddp(data, tmp_path):
     assert checkpoint.trainer["world_size"] == 2 and len(checkpoint.rng) == 2
     assert not torch.equal(checkpoint.rng[0]["cpu"], checkpoint.rng[1]["cpu"])  # dropout differs per rank
     load_checkpoint(ckpt.latest_checkpoint(tmp_path))
+
+
+def test_init_from_starts_from_the_weights_with_a_longer_context_and_new_rope(data, tmp_path):
+    base = tmp_path / "base"
+    train_lm(config(data, "steps=2", "eval_every=100"), base, progress=False)
+    saved, base_model = weights(ckpt.latest_checkpoint(base)), load_checkpoint(ckpt.latest_checkpoint(base))
+    init = f"init_from={json.dumps(str(base))}"
+    same = lm._LMRun(config(data, init), tmp_path / "same", init_ranks("cpu"), resume=False).module.eval()
+    longer = lm._LMRun(config(data, init, "model.rope_theta=4e5", "model.max_seq_len=64", "seq_len=48"),
+                       tmp_path / "longer", init_ranks("cpu"), resume=False).module.eval()
+    for module in (same, longer):
+        state = module.state_dict()
+        assert state.keys() == saved.keys() and all(torch.equal(state[name], saved[name]) for name in saved)
+    assert {layer.attention.config.rope_theta for layer in longer.layers} == {4e5}
+    tokens = torch.randint(0, VOCAB, (2, 48), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(same(tokens[:, :32]), base_model(tokens[:, :32]))
+        assert not torch.allclose(longer(tokens[:, :32]), base_model(tokens[:, :32]), atol=1e-3)  # θ alone differs
+        assert longer(tokens).shape == (2, 48, VOCAB)  # past the base model's max_seq_len of 32
+
+
+def test_init_from_on_the_command_line(data, tmp_path, capsys):
+    base, out = tmp_path / "base", tmp_path / "longer"
+    train_lm(config(data, "steps=2", "eval_every=100"), base, progress=False)
+    argv = ["train", "--preset", "tiny-mta", "--data", str(data), "--out", str(out), "--init-from", str(base),
+            "--no-progress", *[arg for item in TINY for arg in ("--set", item)], "--set", "model.max_seq_len=64",
+            "--set", "seq_len=48", "--set", "model.rope_theta=4e5", "--set", "steps=2", "--set", "eval_every=100"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    resolved = json.loads((out / "train_config.json").read_text())
+    assert resolved["init_checkpoint"] == str(ckpt.latest_checkpoint(base)) and resolved["train"]["seq_len"] == 48
+    model = load_checkpoint(ckpt.latest_checkpoint(out))
+    assert (model.config.rope_theta, model.config.max_seq_len) == (4e5, 64)
+    assert records(out)[0]["step"] == 2  # a fresh schedule: step 0 of 2, not the base run's step count
+
+
+def test_init_from_refuses_a_different_model(data, tmp_path):
+    base = tmp_path / "base"
+    train_lm(config(data, "steps=2", "eval_every=100"), base, progress=False)
+    init = f"init_from={json.dumps(str(base))}"
+    with pytest.raises(CheckpointError, match=r"model config differs.*n_layers: 2 -> 3.*only \['backend'"):
+        train_lm(config(data, init, "model.n_layers=3"), tmp_path / "other", progress=False)
+    with pytest.raises(CheckpointError, match="neither a checkpoint nor a run directory"):
+        train_lm(config(data, f"init_from={json.dumps(str(tmp_path / 'nothing'))}"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="^init_from: got 3"):
+        config(data, "init_from=3")

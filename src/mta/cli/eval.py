@@ -1,4 +1,5 @@
-"""`mta eval ppl`: perplexity of a checkpoint on every domain of a dataset, and their mean (the paper's Table 2)."""
+"""`mta eval ppl`: perplexity of a checkpoint on every domain of a dataset, and their mean (the paper's Table 2);
+`mta eval needle` and `mta eval babi` (mta.cli.eval_longctx)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 from pathlib import Path
 
 from mta.eval.ppl import evaluate_ppl, load_split
-from mta.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
+from mta.models.checkpoint import load_checkpoint
 from mta.train import PRECISIONS, autocast_dtype, resolve_device
-from mta.train.checkpoint_state import TRAINER_FILE, latest_checkpoint
+from mta.train.checkpoint_state import resolve_checkpoint, training_seq_len
+
+from . import eval_longctx
 
 
 def register(subparsers) -> None:
@@ -30,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_ppl)
+    eval_longctx.register(eval_sub)
 
 
 def run_ppl(args: argparse.Namespace) -> None:
@@ -52,19 +56,3 @@ def run_ppl(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """`path` itself if it holds weights, else the newest checkpoint of the run directory `path`."""
-    if (path / WEIGHTS_FILE).is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise CheckpointError(f"checkpoint {path}: neither a checkpoint nor a run directory with checkpoints/")
-    return latest
-
-
-def training_seq_len(checkpoint: Path) -> int | None:
-    """The seq_len a training checkpoint was trained at, None for other checkpoints."""
-    path = checkpoint / TRAINER_FILE
-    return json.loads(path.read_text(encoding="utf-8"))["config"]["seq_len"] if path.is_file() else None

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training key or model.<field> (repeatable; keys below)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--init-from", default=None, metavar="DIR",
+                        help="start from the weights of this checkpoint or run directory (fine-tuning, e.g. longer "
+                             "contexts); fresh optimiser and schedule")
     parser.add_argument("--parallel", choices=PARALLEL, default=None,
                         help="under torchrun: auto (FSDP2 on GPUs, DDP on CPUs), ddp or fsdp")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> None:
         assignments.append(f"parallel={args.parallel}")
     if args.compile:
         assignments.append("compile=true")
+    if args.init_from is not None:
+        assignments.append(f"init_from={json.dumps(args.init_from)}")
     config = LMTrainConfig.from_overrides(args.preset, args.data, assignments)
     try:
         summary = train_lm(config, args.out, resume=args.resume, progress=not args.no_progress)

@@ -40,6 +40,9 @@ FORMAT = "mta-train-checkpoint-v1"
 RESUMABLE_CHANGES = frozenset({"log_every", "eval_every", "eval_windows", "eval_batch_size", "checkpoint_every",
                                "keep_checkpoints", "compile", "data"})
 _NAME = re.compile(r"step-(\d{8})")
+# ModelConfig fields a run started from another's weights (LMTrainConfig.init_from) may change: none of them
+# changes a parameter's shape, and RoPE θ and the context length are what context extension raises.
+INIT_CHANGES = frozenset({"rope_theta", "max_seq_len", "dropout", "backend"})
 
 
 @dataclass
@@ -73,6 +76,39 @@ def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     checkpoints = list_checkpoints(out_dir)
     return checkpoints[-1] if checkpoints else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """`path` itself if it holds weights, else the newest checkpoint of the run directory `path`."""
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"checkpoint {path}: neither a checkpoint nor a run directory with checkpoints/")
+    return latest
+
+
+def training_seq_len(checkpoint: str | os.PathLike) -> int | None:
+    """The seq_len a training checkpoint was trained at, None for other checkpoints."""
+    path = Path(checkpoint) / TRAINER_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["config"]["seq_len"] if path.is_file() else None
+
+
+def read_init_weights(path: str | os.PathLike, model_config: ModelConfig) -> tuple[Path, dict[str, torch.Tensor]]:
+    """(the checkpoint directory, its weights) of `path` (`resolve_checkpoint`) for a run whose model is
+    `model_config`; CheckpointError unless the saved ModelConfig equals it up to INIT_CHANGES."""
+    directory = resolve_checkpoint(path)
+    saved, ours = dataclasses.asdict(load_config(directory)), dataclasses.asdict(model_config)
+    diff = sorted(k for k in ours if k not in INIT_CHANGES and saved.get(k) != ours[k])
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {ours[k]!r}" for k in diff)
+        raise CheckpointError(f"init_from {directory}: model config differs from this run's ({changes}); only "
+                              f"{sorted(INIT_CHANGES)} may change (set the others as the checkpoint has them)")
+    try:
+        return directory, load_file(directory / WEIGHTS_FILE)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"init_from {directory}: {WEIGHTS_FILE} is missing or corrupt ({error})") from None
 
 
 def write_checkpoint(directory: Path, checkpoint: TrainCheckpoint) -> Path:

@@ -13,6 +13,9 @@ and the warmup-then-linear-decay schedule. The run directory:
                         "ppl", "tokens"}}, "val_mean_ppl"} (mta.train.lm_log, which also feeds TensorBoard)
     checkpoints/        step-NNNNNNNN every checkpoint_every steps and at the end (mta.train.checkpoint_state)
 
+Fine-tuning (`init_from`, e.g. context extension): the model starts from another run's checkpoint, the
+optimiser, schedule and step from scratch; train_config.json records the checkpoint used as "init_checkpoint".
+
 Exact resume: a checkpoint holds the weights, AdamW and scheduler state, the step, every rank's RNG state and
 the loss sum of the metrics line in progress, and batches depend only on (seed, step, micro, rank); so
 `resume=True` continues from the newest checkpoint and reaches bit-identical weights (and metrics, up to
@@ -84,6 +87,10 @@ class _LMRun:
                              f"vocabulary ({train_split.vocab_size})")
         self.sampler = MixtureSampler(train_split, config.seq_len, config.batch_size, config.seed, config.mixture)
         checkpoint = self._checkpoint_to_resume(resume)
+        # A fine-tuning run starts from another run's weights, unless it has a checkpoint of its own to resume.
+        init = (ckpt.read_init_weights(config.init_from, self.model_config)
+                if checkpoint is None and config.init_from is not None else None)
+        self.init_dir = init[0] if init else None
 
         device = ranks.device
         self.mode = parallel_mode(config.parallel, ranks)
@@ -98,6 +105,8 @@ class _LMRun:
         self.schedule = warmup_schedule(self.optimizer, config.warmup, config.steps)
         # The losses of the steps since the last metrics line: their mean is the next line's loss.
         self.step, self.loss_sum, self.loss_steps = 0, torch.zeros((), device=device), 0
+        if init is not None:
+            self._load_weights(init[1], f"init_from {self.init_dir}")
         if checkpoint is None:
             # Dropout draws differ between ranks; the seed of each is fixed by (seed, rank).
             torch.manual_seed(int(np.random.SeedSequence([config.seed, ranks.rank]).generate_state(1)[0]))
@@ -120,9 +129,15 @@ class _LMRun:
         ckpt.check_resumable(checkpoint, latest, self.model_config, self.config.to_dict(), self.ranks.world_size)
         return checkpoint
 
-    def _restore(self, checkpoint: ckpt.TrainCheckpoint) -> None:
+    def _load_weights(self, weights: dict[str, torch.Tensor], source: str) -> None:
         try:
-            set_model_state_dict(self.module, checkpoint.weights, options=_FULL)
+            set_model_state_dict(self.module, weights, options=_FULL)
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise CheckpointError(f"{source}: weights do not fit this model ({error})") from None
+
+    def _restore(self, checkpoint: ckpt.TrainCheckpoint) -> None:
+        self._load_weights(checkpoint.weights, f"checkpoint step {checkpoint.step}")
+        try:
             set_optimizer_state_dict(self.module, self.optimizer, checkpoint.optimizer, options=_FULL)
         except (RuntimeError, KeyError, ValueError) as error:
             raise CheckpointError(f"checkpoint step {checkpoint.step}: state does not fit this model ({error})") \
@@ -223,6 +238,8 @@ class _LMRun:
         resolved = {"train": self.config.to_dict(), "model": dataclasses.asdict(self.model_config),
                     "world_size": self.ranks.world_size, "parallel": self.mode,
                     "parameters": self.module.num_parameters(), "environment": run_metadata()}
+        if self.init_dir is not None:
+            resolved["init_checkpoint"] = str(self.init_dir)
         (self.out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
         return RunLog(self.out_dir, self.step)
 

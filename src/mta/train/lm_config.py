@@ -39,6 +39,10 @@ class LMTrainConfig:
     Where: device ("auto" | "cpu" | "cuda"), precision ("auto": bf16 on CUDA, fp32 on CPU | "bf16" | "fp32"),
     parallel (under torchrun: "auto" = FSDP2 on CUDA and DDP on CPU, "ddp" or "fsdp"), compile (torch.compile
     each block).
+    Fine-tuning: init_from, a checkpoint or `mta train` run directory (its newest checkpoint) whose weights start
+    this run, with a fresh optimiser and schedule at step 0. Its ModelConfig must equal this run's except for
+    mta.train.checkpoint_state.INIT_CHANGES (RoPE θ, max_seq_len, dropout, backend): e.g. context extension with
+    model.rope_theta, model.max_seq_len and seq_len raised (README: "Longer contexts").
     """
 
     preset: str
@@ -66,6 +70,7 @@ class LMTrainConfig:
     precision: str = "auto"
     parallel: str = "auto"
     compile: bool = False
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "steps", "log_every", "eval_every", "eval_windows",
@@ -93,6 +98,8 @@ class LMTrainConfig:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected one of {choices}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile: got {self.compile!r}, expected true or false")
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise ValueError(f"init_from: got {self.init_from!r}, expected a checkpoint or run directory")
         if not isinstance(self.model, dict):
             raise ValueError(f"model: got {self.model!r}, expected a dict of ModelConfig overrides")
         model = self.model_config()
