@@ -20,7 +20,8 @@ from mta.ops.triton.function import BlockConfig, banded_flash_attention  # noqa:
 from mta.ops.triton.glue import banded_attention_torch  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2}
+BF16_RELATIVE_RMS = 1e-2
 
 
 @pytest.fixture(autouse=True)
@@ -55,12 +56,18 @@ def check_against_torch(operands, config, dtype):
     ref_grads = torch.autograd.grad(  # a W = 0 bias is unused by the oracle: its gradient is an empty tensor
         (ref_out.float() * d_out).sum() + (ref_lse * d_lse).sum(), operands, allow_unused=True, materialize_grads=True
     )
-    tol = TOLERANCE[dtype]
     assert out.dtype == dtype and lse.dtype == torch.float32
-    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
-    torch.testing.assert_close(lse, ref_lse.float(), rtol=tol, atol=tol)
-    for name, got, ref in zip(["qw", "kw", "vw", "bias"], grads, ref_grads):
-        torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=lambda m: f"grad of {name}: {m}")
+    pairs = [("out", out, ref_out), ("lse", lse, ref_lse.float())]
+    pairs += [(f"grad of {name}", got, ref) for name, got, ref in zip(["qw", "kw", "vw", "bias"], grads, ref_grads)]
+    for name, got, ref in pairs:
+        if dtype == torch.bfloat16:
+            # bf16 operands (8-bit mantissa) of wide products: bound the error relative to the tensor's size, as
+            # benchmarks/triton_accuracy.py does; elementwise bounds fail by chance on entries near zero.
+            error = (got.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)
+            assert error <= BF16_RELATIVE_RMS, f"{name}: relative RMS error {error:.2e} > {BF16_RELATIVE_RMS}"
+        else:
+            tol = TOLERANCE[dtype]
+            torch.testing.assert_close(got, ref, rtol=tol, atol=tol, msg=lambda m: f"{name}: {m}")
 
 
 CASES = [
