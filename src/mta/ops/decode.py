@@ -83,7 +83,7 @@ def mta_attention_step(
         q_past = q.new_zeros(batch, n_heads, pre_rows, head_dim)
     queries = torch.cat([q_past, q], dim=2) if pre_rows else q  # positions L-T-pre_rows … L-1
     scores = torch.matmul(queries.to(dtype), keys.transpose(-1, -2)) * scale
-    allowed = _allowed(total - new - pre_rows, queries.shape[2], total, start)  # [B, 1, pre_rows+T, L]
+    allowed = visible_keys(total - new - pre_rows, queries.shape[2], total, start)  # [B, 1, pre_rows+T, L]
     if kernel_pre is not None:
         scores = qk_conv(scores.masked_fill(~allowed, 0.0), kernel_pre)
     scores, allowed = scores[:, :, pre_rows:], allowed[:, :, pre_rows:]
@@ -96,7 +96,7 @@ def mta_attention_step(
         weights_past = weights.new_zeros(batch, n_heads, post_rows, total - new)
     if post_rows:
         past_rows = torch.nn.functional.pad(weights_past.to(dtype), (0, new))
-        past_valid = _allowed(total - new - post_rows, post_rows, total, start).any(-1, True)
+        past_valid = visible_keys(total - new - post_rows, post_rows, total, start).any(-1, True)
         rows = torch.cat([past_rows.masked_fill(~past_valid, 0.0), weights], dim=2)
     if kernel_post is not None:
         weights = qk_conv(rows, kernel_post)[:, :, post_rows:].masked_fill(~allowed, 0.0)
@@ -106,7 +106,7 @@ def mta_attention_step(
     return StepResult(out, queries[:, :, -pre_rows:] if pre_rows else None, rows[:, :, -post_rows:] if post_rows else None)
 
 
-def _allowed(first: int, rows: int, total: int, start: torch.Tensor) -> torch.Tensor:
+def visible_keys(first: int, rows: int, total: int, start: torch.Tensor) -> torch.Tensor:
     """Bool [B, 1, rows, total]: key j is visible to the query at position first + r (start[b] <= j <= it)."""
     query = torch.arange(first, first + rows, device=start.device).view(1, 1, rows, 1)
     key = torch.arange(total, device=start.device).view(1, 1, 1, total)
