@@ -14,6 +14,8 @@ real token, so a padded row generates what its prompt generates alone.
 
 from __future__ import annotations
 
+import re
+
 from .hf_support import transformers_supported
 
 if not transformers_supported():
@@ -146,10 +148,10 @@ class MTAConfig(PreTrainedConfig):
         fields = {native: getattr(self, name) for name, native in FIELDS.items()}
         try:
             return ModelConfig(**fields)
-        except ValueError as error:
-            native, _, rest = str(error).partition(":")
-            names = {value: key for key, value in FIELDS.items()}
-            raise ValueError(f"{names.get(native, native)}:{rest}" if rest else str(error)) from None
+        except ValueError as error:  # ModelConfig names its own fields: "n_heads: got 5, ... dim=32"
+            names = {native: name for name, native in FIELDS.items()}
+            message = re.sub(r"\b(\w+)(?=[:=])", lambda m: names.get(m.group(1), m.group(1)), str(error))
+            raise ValueError(message) from None
 
     @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs) -> MTAConfig:
