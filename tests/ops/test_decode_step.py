@@ -5,8 +5,8 @@ and left padding (a padded row computes what its tokens compute unpadded)."""
 import pytest
 import torch
 
-from mta.ops.decode import mta_attention_step
-from mta.ops.reference import reference_attention
+from mta.ops.decode import mta_attention_step, query_key_conv_rows
+from mta.ops.reference import qk_conv, reference_attention
 from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, build_options, combination_id, make_inputs
 
 STEPS = (4, 1, 1, 3, 1, 1, 1, 1, 2)  # 15 positions: a prompt, single tokens and a few multi-token steps
@@ -49,6 +49,15 @@ def test_shapes(heads, kv_heads, pre, post, groups):
     q, k, v = (t.detach() for t in make_inputs(heads=heads, kv_heads=kv_heads, seq_len=sum(STEPS)))
     options = {n: t.detach() for n, t in build_options(OPTION_NAMES, heads, pre, post, groups).items()}
     torch.testing.assert_close(decode(q, k, v, options, STEPS), reference(q, k, v, options), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows,c_q,c_k", [(1, 6, 11), (3, 6, 11), (4, 1, 5), (2, 3, 1), (5, 2, 15)])
+def test_query_key_conv_rows_equal_the_last_rows_of_the_conv(rows, c_q, c_k):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, rows + c_q - 1, 9, generator=gen, dtype=torch.float64)
+    kernel = torch.randn(3, c_q, c_k, generator=gen, dtype=torch.float64)
+    expected = qk_conv(x, kernel)[:, :, c_q - 1 :]
+    torch.testing.assert_close(query_key_conv_rows(x, kernel), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_one_step_for_the_whole_sequence_is_the_full_map():

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from . import _check_kernel, _check_mixer
-from .reference import compute_dtype, expand_kv, head_mix, qk_conv
+from .reference import compute_dtype, expand_kv, head_mix
 
 
 class StepResult(NamedTuple):
@@ -85,8 +85,8 @@ def mta_attention_step(
     scores = torch.matmul(queries.to(dtype), keys.transpose(-1, -2)) * scale
     allowed = visible_keys(total - new - pre_rows, queries.shape[2], total, start)  # [B, 1, pre_rows+T, L]
     if kernel_pre is not None:
-        scores = qk_conv(scores.masked_fill(~allowed, 0.0), kernel_pre)
-    scores, allowed = scores[:, :, pre_rows:], allowed[:, :, pre_rows:]
+        scores = query_key_conv_rows(scores.masked_fill(~allowed, 0.0), kernel_pre)
+    allowed = allowed[:, :, pre_rows:]
     if head_mix_pre is not None:
         scores = head_mix(scores, head_mix_pre)
     # A padding row has no key to attend to: its softmax is 0/0, and its weights are defined as zeros.
@@ -99,11 +99,30 @@ def mta_attention_step(
         past_valid = visible_keys(total - new - post_rows, post_rows, total, start).any(-1, True)
         rows = torch.cat([past_rows.masked_fill(~past_valid, 0.0), weights], dim=2)
     if kernel_post is not None:
-        weights = qk_conv(rows, kernel_post)[:, :, post_rows:].masked_fill(~allowed, 0.0)
+        weights = query_key_conv_rows(rows, kernel_post).masked_fill(~allowed, 0.0)
     if head_mix_post is not None:
         weights = head_mix(weights, head_mix_post)
     out = torch.matmul(weights, values).to(q.dtype)
     return StepResult(out, queries[:, :, -pre_rows:] if pre_rows else None, rows[:, :, -post_rows:] if post_rows else None)
+
+
+def query_key_conv_rows(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The last R - (c_q - 1) rows of `qk_conv(x, kernel)` (spec §1's conv), from x [B, H, R, L] holding the
+    c_q - 1 rows above them; kernel [H, c_q, c_k]. Returns [B, H, R - c_q + 1, L].
+
+    Decoding grows L by one every step, and convolution libraries plan per shape (cuDNN, oneDNN), so this uses
+    none: the c_q·c_k taps are one batched matmul over windows of c_q rows, Y[t, p, b] = Σ_a θ[a, b]·x[t+a, p]
+    on keys zero-padded by (c_k-1)/2, then out[t, j] = Σ_b Y[t, j + b, b], a sum along a strided diagonal.
+    """
+    batch, n_heads, _, length = x.shape
+    c_q, c_k = kernel.shape[1:]
+    padded = torch.nn.functional.pad(x, ((c_k - 1) // 2, (c_k - 1) // 2))
+    windows = padded.unfold(2, c_q, 1)  # [B, H, T, L + c_k - 1, c_q]: rows t … t + c_q - 1
+    taps = torch.matmul(windows, kernel.to(x.dtype).unsqueeze(1)).contiguous()  # [B, H, T, L + c_k - 1, c_k]
+    rows = taps.shape[2]
+    stride = taps.stride()
+    diagonal = taps.as_strided((batch, n_heads, rows, length, c_k), (*stride[:3], c_k, c_k + 1))
+    return diagonal.sum(-1)
 
 
 def visible_keys(first: int, rows: int, total: int, start: torch.Tensor) -> torch.Tensor:
