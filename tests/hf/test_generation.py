@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_cases import VOCAB, left_padded, tiny_config, tiny_model
-from mta.models.hf import MTACache
+from mta.models.hf import CACHE_NAME, MTACache
 from op_cases import OPTION_COMBINATIONS, combination_id
 
 PROMPTS = [[5, 17, 3, 44, 9, 12, 30], [8, 2], [60, 1, 7, 7, 21]]  # longer and shorter than the 3- and 4-row kernels
@@ -81,7 +81,7 @@ def test_cache_holds_what_mta_needs_and_steps_feed_one_token():
     ids, mask = left_padded(PROMPTS)
     out = model.generate(ids, attention_mask=mask, max_new_tokens=NEW, min_new_tokens=NEW, return_dict_in_generate=True)
     assert lengths == [ids.shape[1]] + [1] * (NEW - 1)
-    cache = out.past_key_values
+    cache = getattr(out, CACHE_NAME)
     assert isinstance(cache, MTACache) and cache.get_seq_length() == ids.shape[1] + NEW - 1
     assert cache.decode.start.tolist() == [0, 5, 2]
     layer = cache.decode.layers[0]
@@ -98,7 +98,7 @@ def test_right_padding_and_foreign_caches_are_refused():
         model(ids, attention_mask=torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
     with pytest.raises(ValueError, match="^attention_mask: a row is all padding"):
         model(ids, attention_mask=torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]]))
-    with pytest.raises(ValueError, match="^past_key_values: expected an MTACache"):
+    with pytest.raises(ValueError, match="^cache: expected an MTACache"):
         from transformers import DynamicCache
 
         model(ids, past_key_values=DynamicCache())

@@ -14,6 +14,7 @@ real token, so a padded row generates what its prompt generates alone.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .hf_support import transformers_supported
@@ -62,6 +63,9 @@ FIELDS = {
     "attention_backend": "backend",
 }
 _RECIPE = object()  # "the paper's recipe for attention_type 'mta', off for the other families"
+# transformers renamed the cache argument and output field `past_key_values` to `cache` within 5.x (5.17 has the
+# old name, 5.24 the new one); MTAForCausalLM takes either and returns the installed release's.
+CACHE_NAME = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
 
 
 class MTAConfig(PreTrainedConfig):
@@ -247,40 +251,39 @@ class MTAForCausalLM(PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: MTACache | None = None,
+        cache: MTACache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: MTACache | None = None,
     ) -> CausalLMOutputWithPast | tuple:
-        """input_ids: [B, N] long, the positions after those in `past_key_values` (all of them without it).
+        """input_ids: [B, N] long, the positions after those in the cache (all of them without one).
 
         attention_mask: [B, P + N] (P cached positions), 1 for tokens and 0 for left padding; each row must be
             zeros then ones (left padding only), with at least one token, and padding only in the prompt.
-        past_key_values: an MTACache from an earlier call (decoding), extended in place; use_cache (default:
-            whether past_key_values is given) starts one at the prompt and returns it.
+        cache (or its older name past_key_values): an MTACache from an earlier call (decoding), extended in place;
+            use_cache (default: whether a cache is given) starts one at the prompt and returns it.
         labels: [B, N] long, the tokens to predict, shifted inside as transformers' causal LMs do (position t
             predicts labels[t + 1]); -100 is ignored. Loss: mean float32 cross-entropy.
         logits_to_keep: return logits of the last this many positions only (0: all).
-        Returns CausalLMOutputWithPast(loss, logits [B, N or logits_to_keep, V], past_key_values).
+        Returns CausalLMOutputWithPast(loss, logits [B, N or logits_to_keep, V], and the cache under CACHE_NAME).
         Attention maps and per-layer hidden states are not returned (output_attentions / output_hidden_states
         must be falsy): MTA never materialises the map.
         """
         for name, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
             if value:
                 raise ValueError(f"{name}: not supported by MTAForCausalLM")
-        if past_key_values is not None and not isinstance(past_key_values, MTACache):
-            raise ValueError(f"past_key_values: expected an MTACache, got {type(past_key_values).__name__}")
+        cache = one_cache(cache, past_key_values)
         if use_cache is None:
-            use_cache = past_key_values is not None
-        if use_cache and past_key_values is None:
-            past_key_values = MTACache(self.config.num_hidden_layers)
-        cached = 0 if past_key_values is None else past_key_values.get_seq_length()
+            use_cache = cache is not None
+        if use_cache and cache is None:
+            cache = MTACache(self.config.num_hidden_layers)
+        cached = 0 if cache is None else cache.get_seq_length()
         start = left_padding(attention_mask, input_ids, cached)
-        cache = None if past_key_values is None else past_key_values.decode
-        hidden = self.model.hidden(input_ids, start=start, cache=cache)
+        hidden = self.model.hidden(input_ids, start=start, cache=None if cache is None else cache.decode)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.model.head(hidden)
@@ -291,12 +294,13 @@ class MTAForCausalLM(PreTrainedModel, GenerationMixin):
             if labels.shape != input_ids.shape:
                 raise ValueError(f"labels: expected input_ids' shape {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        output = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: cache if use_cache else None})
         return output if return_dict is None or return_dict else output.to_tuple()
 
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
+        cache: MTACache | None = None,
         past_key_values: MTACache | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
@@ -313,12 +317,23 @@ class MTAForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError("inputs_embeds: not supported by MTAForCausalLM; pass input_ids")
         for bookkeeping in ("next_sequence_length", "is_first_iteration", "cache_position"):
             kwargs.pop(bookkeeping, None)
-        cached = 0 if past_key_values is None else past_key_values.get_seq_length()
-        inputs = dict(input_ids=input_ids[:, cached:], attention_mask=attention_mask, past_key_values=past_key_values,
-                      use_cache=use_cache, **kwargs)
+        cache = one_cache(cache, past_key_values)
+        cached = 0 if cache is None else cache.get_seq_length()
+        inputs = dict(input_ids=input_ids[:, cached:], attention_mask=attention_mask, cache=cache, use_cache=use_cache,
+                      **kwargs)
         if logits_to_keep is not None:
             inputs["logits_to_keep"] = logits_to_keep
         return inputs
+
+
+def one_cache(cache: MTACache | None, past_key_values: MTACache | None) -> MTACache | None:
+    """The cache given under either name (transformers' old `past_key_values` or new `cache`), checked."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("cache: given twice, as cache and as past_key_values")
+    cache = past_key_values if cache is None else cache
+    if cache is not None and not isinstance(cache, MTACache):
+        raise ValueError(f"cache: expected an MTACache, got {type(cache).__name__}")
+    return cache
 
 
 def left_padding(attention_mask: torch.Tensor | None, input_ids: torch.Tensor, cached: int) -> torch.Tensor | None:
