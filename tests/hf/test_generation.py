@@ -91,7 +91,7 @@ def test_cache_holds_what_mta_needs_and_steps_feed_one_token():
     assert layer.weights.shape == (batch, 4, 3, length)  # the last 3 rows entering the 4-row post kernel
 
 
-def test_right_padding_and_foreign_caches_are_refused():
+def test_right_padding_foreign_caches_and_assisted_decoding_are_refused():
     model = tiny_model(tiny_config())
     ids = torch.randint(VOCAB, (2, 4))
     with pytest.raises(ValueError, match="^attention_mask: each row must be zeros"):
@@ -104,3 +104,8 @@ def test_right_padding_and_foreign_caches_are_refused():
         model(ids, past_key_values=DynamicCache())
     with pytest.raises(ValueError, match="^output_attentions: not supported"):
         model(ids, output_attentions=True)
+    # refused by transformers (5.17: no default cache) or by MTACache.crop (5.0 gets as far as rolling back)
+    with pytest.raises((RuntimeError, NotImplementedError), match="(?i)assisted decoding (requires a cache|is not)"):
+        model.generate(ids[:1], max_new_tokens=3, prompt_lookup_num_tokens=2)
+    with pytest.raises(NotImplementedError, match="cannot be cropped"):
+        MTACache(2).crop(1)

@@ -24,14 +24,9 @@ if not transformers_supported():
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel  # noqa: E402
 from transformers.cache_utils import Cache  # noqa: E402
 from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
-
-try:
-    from transformers import PreTrainedConfig  # noqa: E402
-except ImportError:  # the 5.0 name
-    from transformers import PretrainedConfig as PreTrainedConfig  # noqa: E402
 
 from .cache import DecodeCache  # noqa: E402
 from .config import ModelConfig  # noqa: E402
@@ -185,19 +180,11 @@ class MTACache(Cache):
         return self.decode.length
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Keep the batch rows beam_idx [B'] (beam search)."""
         self.decode.select(beam_idx)
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.decode.select(indices)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        batch = self.decode.layers[0].keys.shape[0]
-        self.decode.select(torch.arange(batch).repeat_interleave(repeats))
-
-    def reset(self) -> None:
-        self.decode = DecodeCache(len(self.decode.layers))
-
     def crop(self, tokens_to_remove: int) -> None:
+        """Refused: the base class would silently do nothing (it crops per transformers layer, and holds none)."""
         raise NotImplementedError("MTACache cannot be cropped (assisted decoding is not supported)")
 
 
