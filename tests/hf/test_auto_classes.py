@@ -1,18 +1,24 @@
 """MTAConfig / MTAForCausalLM through transformers' Auto classes: save_pretrained (safetensors) and from_pretrained
 round trips with identical logits for every family, the paper's recipe as defaults, errors naming the field."""
 
-import dataclasses
-import json
-import subprocess
-import sys
-
 import pytest
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_cases import VOCAB, tiny_config, tiny_model
-from mta.models import get_preset
-from mta.models.hf import MTAConfig, MTAForCausalLM
+from mta.models.hf_support import transformers_supported
+
+if not transformers_supported():
+    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from hf_cases import VOCAB, tiny_config, tiny_model  # noqa: E402
+from mta.models import get_preset  # noqa: E402
+from mta.models.hf import MTAConfig, MTAForCausalLM  # noqa: E402
 
 FAMILIES = ("transformer", "talking_heads", "diff", "mta")
 

@@ -1,17 +1,23 @@
 """`mta convert` (native checkpoint <-> transformers directory) and `mta retrofit` (a tiny random LlamaForCausalLM
 built locally -> MTA with identity kernels): the same logits, the same generated tokens, clear refusals."""
 
-import json
-
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from mta.cli import main
-from mta.models import DecoderLM, get_preset
-from mta.models.checkpoint import load_checkpoint, save_checkpoint
-from mta.models.hf import MTAForCausalLM
-from mta.models.retrofit import retrofit_config
+from mta.models.hf_support import transformers_supported
+
+if not transformers_supported():
+    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+
+import json  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from mta.cli import main  # noqa: E402
+from mta.models import DecoderLM, get_preset  # noqa: E402
+from mta.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from mta.models.hf import MTAForCausalLM  # noqa: E402
+from mta.models.retrofit import retrofit_config  # noqa: E402
 
 VOCAB = 67
 

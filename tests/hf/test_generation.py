@@ -3,11 +3,17 @@ option of the op and every family, greedy and sampling, batches with left paddin
 longer than the kernels; the cache really is used (one token per forward after the prompt)."""
 
 import pytest
-import torch
 
-from hf_cases import VOCAB, left_padded, tiny_config, tiny_model
-from mta.models.hf import CACHE_NAME, MTACache
-from op_cases import OPTION_COMBINATIONS, combination_id
+from mta.models.hf_support import transformers_supported
+
+if not transformers_supported():
+    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+
+import torch  # noqa: E402
+
+from hf_cases import VOCAB, left_padded, tiny_config, tiny_model  # noqa: E402
+from mta.models.hf import CACHE_NAME, MTACache  # noqa: E402
+from op_cases import OPTION_COMBINATIONS, combination_id  # noqa: E402
 
 PROMPTS = [[5, 17, 3, 44, 9, 12, 30], [8, 2], [60, 1, 7, 7, 21]]  # longer and shorter than the 3- and 4-row kernels
 NEW = 8
@@ -61,6 +67,16 @@ def test_sampling_draws_the_same_tokens_cached_and_recomputed(sampling):
     assert draws[0].shape == (2 * len(PROMPTS), NEW) and torch.equal(*draws)
     torch.manual_seed(2)
     assert not torch.equal(generate(model, PROMPTS, do_sample=True, num_return_sequences=2, **sampling), draws[0])
+
+
+def test_long_prompts_through_the_chunked_backend():
+    """Prompts longer than the chunked backend's largest block (512 rows): the prompt runs through `chunked` in
+    two blocks, the new tokens through the step; the same tokens as the reference backend without a cache."""
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, VOCAB, (length,), generator=gen).tolist() for length in (530, 517)]
+    chunked = tiny_model(tiny_config(attention_backend="chunked", max_position_embeddings=600))
+    reference = tiny_model(tiny_config(attention_backend="reference", max_position_embeddings=600))
+    assert torch.equal(generate(chunked, prompts), generate(reference, prompts, use_cache=False))
 
 
 def test_beam_search_reorders_the_cache():
