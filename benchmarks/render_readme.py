@@ -340,6 +340,44 @@ def model_throughput(results: dict) -> str:
     return "\n".join(lines)
 
 
+DECODE_GPU_RESULTS = ROOT / "benchmarks" / "results" / "decode_gpu.json"
+
+
+def decode_cell(row: dict | None, field: str, spec: str, unit: str = "") -> str:
+    """A measured value, or why there is none (OOM, skipped, error, — not measured)."""
+    if row is None:
+        return "—"
+    if row["status"] != "ok":
+        return {"oom": "OOM", "skipped": "skipped", "error": "error"}.get(row["status"], row["status"])
+    value = row.get(field)
+    return "—" if value is None else f"{format(value, spec)}{unit}"
+
+
+def decode_gpu(results: dict) -> str:
+    """Per context N: tokens/s and peak memory of the cached Transformer, cached MTA and MTA recomputing the map."""
+    settings = results["settings"]
+    rows = {(row["method"], row["context"]): row for row in results["rows"]}
+    contexts = sorted({context for _, context in rows})
+    lines = [f"Greedy decoding, {settings['size']} models, batch {settings['batch']}, {settings['weights']} weights, "
+             f"on {settings['device']}: {settings['steps']} timed steps after {settings['warmup']} warm-up "
+             f"({settings['recompute_steps']} when recomputing), the cache of N positions "
+             f"{'filled by running the prompt' if settings['prefill'] == 'real' else 'filled with random values of the shapes a prefill leaves'}. "
+             "Peak memory includes the weights.", "",
+             "| N | Transformer (KV cache) tokens/s | MTA (cache) tokens/s | × Transformer | MTA recomputing tokens/s "
+             "| cache speed-up | Transformer peak | MTA peak | recomputing peak |", "|---:|" + "---:|" * 8]
+    for n in contexts:
+        base, mta, recompute = (rows.get((method, n)) for method in ("transformer_cached", "mta_cached", "mta_recompute"))
+        lines.append(f"| {short_n(n)} | {decode_cell(base, 'tokens_per_s', '.1f')} | {decode_cell(mta, 'tokens_per_s', '.1f')} "
+                     f"| {decode_cell(mta, 'tokens_per_s_vs_transformer', '.2f', '×')} "
+                     f"| {decode_cell(recompute, 'tokens_per_s', '.2f')} | {decode_cell(mta, 'speedup_vs_recompute', '.0f', '×')} "
+                     f"| {decode_cell(base, 'peak_gib', '.1f', ' GiB')} | {decode_cell(mta, 'peak_gib', '.1f', ' GiB')} "
+                     f"| {decode_cell(recompute, 'peak_gib', '.1f', ' GiB')} |")
+    lines += ["", "MTA recomputing: no cache, the whole sequence through the reference (materialised) op every step, "
+              "as the official generator; skipped where its maps exceed the GPU (reasons, ms/token and cache sizes in "
+              "benchmarks/results/decode_gpu.json).", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 def load_json_files(directory: Path, pattern: str) -> list[dict] | None:
     """The JSON files in `directory` matching `pattern`, in name order; None when there are none."""
     return [json.loads(f.read_text()) for f in sorted(directory.glob(pattern))] or None
@@ -483,6 +521,7 @@ TABLES = {
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "longctx": (load_longctx, longctx),
+    "decode_gpu": (lambda: load_json(DECODE_GPU_RESULTS), decode_gpu),
 }
 
 

@@ -4,3 +4,15 @@ from .ops import mta_attention
 
 __version__ = "0.1.0"
 __all__ = ["mta_attention", "__version__"]
+
+
+def _register_with_transformers() -> None:
+    """With transformers 5.x installed, importing mta.models.hf registers MTAConfig / MTAForCausalLM with its
+    Auto classes (no trust_remote_code needed); without it, nothing happens."""
+    from .models.hf_support import transformers_supported
+
+    if transformers_supported():
+        from .models import hf  # noqa: F401
+
+
+_register_with_transformers()

@@ -25,6 +25,14 @@ def test_offset_equals_slicing_a_longer_sequence():
     torch.testing.assert_close(apply_rope(x[:, :, 4:], position_offset=torch.tensor(4)), full[:, :, 4:])
 
 
+def test_per_row_offsets_equal_each_row_with_its_own_offset():
+    x = torch.randn(3, 2, 5, 8, dtype=torch.float64)
+    offsets = torch.tensor([0, -2, 7])
+    out = apply_rope(x, position_offset=offsets)
+    for row, offset in enumerate(offsets.tolist()):
+        assert torch.equal(out[row : row + 1], apply_rope(x[row : row + 1], position_offset=offset))
+
+
 def test_scores_depend_only_on_relative_position_and_norms_are_kept():
     q, k = torch.randn(2, 1, 1, 1, 16, dtype=torch.float64).unbind(0)
     score = lambda m, n: (apply_rope(q, position_offset=m) * apply_rope(k, position_offset=n)).sum()  # noqa: E731

@@ -1,11 +1,12 @@
-"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`, `mta data ...`, `mta train`, `mta eval ...`."""
+"""The `mta` command line: `mta info`, `mta demo`, `mta backends`, `mta toy ...`, `mta data ...`, `mta train`, `mta eval ...`,
+`mta convert`, `mta retrofit`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import backends, data, demo, info, toy, train
+from . import backends, data, demo, hf, info, toy, train
 from . import eval as eval_command
 
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(subparsers)
     train.register(subparsers)
     eval_command.register(subparsers)
+    hf.register(subparsers)
     return parser
 
 

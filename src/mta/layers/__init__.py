@@ -6,11 +6,13 @@ from .diff import DiffAttention
 from .factory import ATTENTION_KINDS, build_attention
 from .norm import RMSNorm
 from .rope import apply_rope
+from .state import AttentionState
 
 __all__ = [
     "ATTENTION_KINDS",
     "MTA_OPTIONS",
     "AttentionConfig",
+    "AttentionState",
     "DiffAttention",
     "MultiTokenAttention",
     "RMSNorm",

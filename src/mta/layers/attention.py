@@ -2,6 +2,10 @@
 
 Every layer maps x [B, N, D] to [B, N, D] through bias-free projections wq (D→H·d), wk, wv (D→H_kv·d) and
 wo (H·d→D), with RoPE on queries and keys; `position_offset` is the position of x's first token.
+
+Generation (spec §6): `forward(x, start=..., state=...)` takes left-padded batches and an `AttentionState`
+cache. Each kind supplies three parts: `attend` (causal attention over a whole sequence, any backend),
+`attend_step` (the rows of new positions from the cache) and `finish` (per-token output steps and wo).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mta.ops import mta_attention
+from mta.ops.decode import mta_attention_step, visible_keys
 
 from .config import AttentionConfig, lambda_init
 from .init import trunc_normal_
 from .norm import RMSNorm
 from .rope import apply_rope
+from .state import AttentionState
 
 
 def reject_mta_options(kind: str, config: AttentionConfig) -> None:
@@ -31,7 +37,8 @@ def reject_mta_options(kind: str, config: AttentionConfig) -> None:
 
 
 class ProjectedAttention(nn.Module):
-    """The part every attention kind shares: q/k/v/o projections and their initialisation.
+    """The part every attention kind shares: q/k/v/o projections, their initialisation, and `forward` with
+    left padding and a decoding cache around the kind's `attend`, `attend_step` and `finish`.
 
     Weights are truncated normal with std D^-1/2 at ±3σ (the official code's default, no depth factor).
     """
@@ -69,6 +76,73 @@ class ProjectedAttention(nn.Module):
         """Per-head outputs [B, N, H, d] -> wo(concat heads) [B, N, D]."""
         return self.wo(out.flatten(2))
 
+    def forward(
+        self,
+        x: torch.Tensor,
+        position_offset: int | torch.Tensor = 0,
+        *,
+        start: torch.Tensor | None = None,
+        state: AttentionState | None = None,
+    ) -> torch.Tensor:
+        """x: [B, N, D] -> [B, N, D].
+
+        start: [B] long, the index of row b's first real token counted from the first position of the sequence
+            (cached ones included); x[b, :start[b]] is left padding. Padding positions lie outside the sequence
+            (spec §1's "outside [0, N)": no logits, weights or values of theirs reach a real token) and RoPE
+            counts positions from start[b], so a padded row computes what its tokens compute unpadded. Padding
+            positions' own outputs are wo(0) = 0. None: no padding.
+        state: decoding cache. Empty: x is the prompt; the state is filled from it. Otherwise x holds the N
+            positions after the cached ones and the state is extended by them. The new positions must be real
+            tokens (start[b] <= the cached length).
+        With start or state, positions come from them, so position_offset must stay 0.
+        """
+        if start is None and state is None:
+            q, k, v = self.project(x, position_offset)
+            return self.finish(self.attend(q, k, v))
+        if not (isinstance(position_offset, int) and position_offset == 0):
+            raise ValueError(f"position_offset: got {position_offset!r}; with start or state it must be 0")
+        past = 0 if state is None else state.length
+        q, k, v = self.project(x, past if start is None else past - start)
+        if past:
+            state.append(k, v)
+            return self.finish(self.attend_step(q, state, start))
+        if start is not None:  # padding positions hold zeros, so nothing of theirs is cached or attended to
+            padding = (torch.arange(x.shape[1], device=x.device) < start.unsqueeze(1)).view(x.shape[0], 1, -1, 1)
+            q, k, v = (t.masked_fill(padding, 0.0) for t in (q, k, v))
+        heads = self.attend(q, k, v) if start is None else self._attend_padded(q, k, v, start)
+        if state is not None:
+            state.append(k, v)
+            self.fill_state(state, q, start)
+        return self.finish(heads)
+
+    def _attend_padded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """`attend` on each row's real positions (rows grouped by start), zeros at padding: [B, N, H', d']."""
+        heads = None
+        for first in start.unique().tolist():
+            rows = (start == first).nonzero().squeeze(1)
+            part = self.attend(*(t[rows, :, first:] for t in (q, k, v)))
+            if heads is None:
+                heads = part.new_zeros(q.shape[0], q.shape[2], *part.shape[2:])
+            heads[rows, first:] = part
+        return heads
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention over a whole sequence: q [B, H, N, d], k, v [B, H_kv, N, d] -> heads [B, N, H', d']."""
+        raise NotImplementedError
+
+    def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
+        """The rows of the T new positions: q [B, H, T, d], `state` already holding their keys and values;
+        updates the kind's extra state. Returns heads [B, T, H', d']."""
+        raise NotImplementedError
+
+    def fill_state(self, state: AttentionState, q: torch.Tensor, start: torch.Tensor | None) -> None:
+        """After the prompt's keys and values are in `state`: the kind's extra state from its queries q
+        [B, H, N, d] (zeros at padding). Only MTA needs any."""
+
+    def finish(self, heads: torch.Tensor) -> torch.Tensor:
+        """Per-token output steps of the kind, then wo: heads [B, N, H', d'] -> [B, N, D]."""
+        return self.merge(heads)
+
 
 class SoftmaxAttention(ProjectedAttention):
     """The Transformer baseline: causal softmax attention through `F.scaled_dot_product_attention`.
@@ -81,13 +155,16 @@ class SoftmaxAttention(ProjectedAttention):
         super().__init__(config)
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, position_offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """x: [B, N, D] -> [B, N, D]."""
-        q, k, v = self.project(x, position_offset)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attention_dropout(), is_causal=True, enable_gqa=k.shape[1] != q.shape[1]
         )
-        return self.merge(out.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=step_mask(q, state, start),
+                                             enable_gqa=state.keys.shape[1] != q.shape[1])
+        return out.transpose(1, 2)
 
 
 class MultiTokenAttention(ProjectedAttention):
@@ -131,20 +208,36 @@ class MultiTokenAttention(ProjectedAttention):
             trunc_normal_(self.gate.weight, self.config.dim**-0.5)
             nn.init.zeros_(self.gate.bias)
 
-    def forward(self, x: torch.Tensor, position_offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """x: [B, N, D] -> [B, N, D]."""
-        q, k, v = self.project(x, position_offset)
-        out = mta_attention(
-            q,
-            k,
-            v,
-            kernel_pre=self.kernel_pre,
-            kernel_post=self.kernel_post,
-            head_mix_pre=self.head_mix_pre,
-            head_mix_post=self.head_mix_post,
-            dropout_p=self.attention_dropout(),
-            backend=self.config.backend,
-        ).transpose(1, 2)  # [B, N, H, d]
+    def options(self) -> dict[str, torch.Tensor | None]:
+        """The op's keyword arguments: kernel_pre, kernel_post, head_mix_pre, head_mix_post."""
+        return dict(kernel_pre=self.kernel_pre, kernel_post=self.kernel_post, head_mix_pre=self.head_mix_pre,
+                    head_mix_post=self.head_mix_post)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = mta_attention(q, k, v, **self.options(), dropout_p=self.attention_dropout(), backend=self.config.backend)
+        return out.transpose(1, 2)
+
+    def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
+        result = mta_attention_step(q, state.keys, state.values, q_past=state.queries, weights_past=state.weights,
+                                    start=start, **self.options())
+        state.queries, state.weights = result.queries, result.weights
+        return result.out.transpose(1, 2)
+
+    def fill_state(self, state: AttentionState, q: torch.Tensor, start: torch.Tensor | None) -> None:
+        """The last c_q - 1 queries, and the post-softmax conv's input rows of the last c_q' - 1 positions
+        (recomputed by one step over the prompt's last rows: O(c_q · N))."""
+        pre_rows = 0 if self.kernel_pre is None else self.kernel_pre.shape[1] - 1
+        post_rows = 0 if self.kernel_post is None else self.kernel_post.shape[1] - 1
+        if not (pre_rows or post_rows):
+            return
+        first = q.shape[2] - max(1, min(post_rows, q.shape[2]))  # the rows recomputed: first … N-1
+        q_past = F.pad(q[:, :, max(0, first - pre_rows) : first], (0, 0, max(0, pre_rows - first), 0))
+        weights_past = q.new_zeros(q.shape[0], q.shape[1], post_rows, first)  # rows above `first`: not needed
+        result = mta_attention_step(q[:, :, first:], state.keys, state.values, q_past=q_past if pre_rows else None,
+                                    weights_past=weights_past if post_rows else None, start=start, **self.options())
+        state.queries, state.weights = result.queries, result.weights
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
         if self.group_norm is not None:
             out = self.group_norm(out)
         if self.depth_scale is not None:
@@ -164,6 +257,14 @@ class TalkingHeadsAttention(MultiTokenAttention):
     def __init__(self, config: AttentionConfig):
         reject_mta_options("talking_heads", config)
         super().__init__(replace(config, pre_mix_group=config.n_heads, post_mix_group=config.n_heads))
+
+
+def step_mask(q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
+    """Bool [B, 1, T, L]: the keys each of the T new queries may see (causal, no left padding)."""
+    total = state.length
+    if start is None:
+        start = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return visible_keys(total - q.shape[2], q.shape[2], total, start)
 
 
 def _kernel(n_heads: int, size: tuple[int, int] | None) -> nn.Parameter | None:

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import ProjectedAttention, reject_mta_options
+from .attention import ProjectedAttention, reject_mta_options, step_mask
 from .config import AttentionConfig, lambda_init
 from .norm import RMSNorm
+from .state import AttentionState
 
 
 class DiffAttention(ProjectedAttention):
@@ -61,21 +62,25 @@ class DiffAttention(ProjectedAttention):
         second = torch.exp(torch.dot(self.lambda_q2, self.lambda_k2))
         return first - second + self.lambda_init
 
-    def forward(self, x: torch.Tensor, position_offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """x: [B, N, D] -> [B, N, D]."""
-        batch, seq_len, _ = x.shape
-        q, k, v = self.project(x, position_offset)  # q [B, H, N, d], k/v [B, H_kv, N, d]
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q [B, H, N, d], k, v [B, H_kv, N, d] -> o1 - λ·o2 [B, N, H/2, 2d]."""
+        return self._differential(q, k, v, dict(is_causal=True, dropout_p=self.attention_dropout()))
+
+    def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
+        return self._differential(q, state.keys, state.values, dict(attn_mask=step_mask(q, state, start)))
+
+    def finish(self, heads: torch.Tensor) -> torch.Tensor:
+        return self.merge(self.head_norm(heads) * (1.0 - self.lambda_init))
+
+    def _differential(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: dict) -> torch.Tensor:
+        """Both softmax maps through SDPA (keyword arguments `sdpa`), combined: [B, N_q, H/2, 2d]."""
+        batch, _, keys, _ = k.shape
         # Value heads of width 2d: kv head j's value is the concatenation of channels of halves 2j and 2j+1.
-        v = v.transpose(1, 2).reshape(batch, seq_len, self.config.n_kv_heads // 2, 2 * self.config.head_dim)
+        v = v.transpose(1, 2).reshape(batch, keys, self.config.n_kv_heads // 2, 2 * self.config.head_dim)
         v = v.transpose(1, 2)  # [B, H_kv/2, N, 2d]
         gqa = self.config.n_kv_heads != self.config.n_heads
-        dropout = self.attention_dropout()
         first, second = (
-            F.scaled_dot_product_attention(
-                q[:, half::2], k[:, half::2], v, dropout_p=dropout, is_causal=True, enable_gqa=gqa
-            )
-            for half in (0, 1)
-        )  # each [B, H/2, N, 2d]
+            F.scaled_dot_product_attention(q[:, half::2], k[:, half::2], v, enable_gqa=gqa, **sdpa) for half in (0, 1)
+        )  # each [B, H/2, N_q, 2d]
         out = first - self.differential_lambda().to(first.dtype) * second
-        out = self.head_norm(out.transpose(1, 2)) * (1.0 - self.lambda_init)  # [B, N, H/2, 2d]
-        return self.merge(out)
+        return out.transpose(1, 2)

@@ -14,16 +14,21 @@ import torch
 def apply_rope(x: torch.Tensor, theta: float = 1e5, position_offset: int | torch.Tensor = 0) -> torch.Tensor:
     """Rotate the interleaved channel pairs of `x` by their positions.
 
-    x: [B, H, N, d] with d even; token n sits at position `position_offset + n` (an int or a 0-dim integer
-    tensor, so that decoding with a cache can pass the number of tokens already seen).
+    x: [B, H, N, d] with d even; token n sits at position `position_offset + n`: an int or a 0-dim integer
+    tensor (decoding with a cache passes the number of tokens already seen), or an integer tensor [B], one offset
+    per row (left-padded batches count each row's positions from its first real token).
     theta: the RoPE base (1e5 in the paper's runs). The rotation is computed in at least float32 and cast back.
     Returns a tensor of x's shape and dtype.
     """
     seq_len, head_dim = x.shape[-2], x.shape[-1]
     dtype = torch.promote_types(x.dtype, torch.float32)
-    positions = torch.arange(seq_len, device=x.device, dtype=dtype) + position_offset
+    positions = torch.arange(seq_len, device=x.device, dtype=dtype)
+    if isinstance(position_offset, torch.Tensor) and position_offset.dim() == 1:
+        positions = (positions + position_offset.to(dtype).unsqueeze(1)).unsqueeze(1)  # [B, 1, N]: per row
+    else:
+        positions = positions + position_offset
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=dtype) / head_dim)
-    angles = torch.outer(positions, inv_freq)  # [N, d/2]
+    angles = positions.unsqueeze(-1) * inv_freq  # [N, d/2] or [B, 1, N, d/2]
     cos, sin = angles.cos(), angles.sin()
     even, odd = x.to(dtype).unflatten(-1, (head_dim // 2, 2)).unbind(-1)
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)

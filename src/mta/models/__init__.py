@@ -1,7 +1,8 @@
 """Models built on mta.layers: configs, named presets and the Llama-style decoder (shared/mta-spec.md §3)."""
 
+from .cache import DecodeCache
 from .config import ModelConfig, default_ffn_hidden
 from .model import DecoderLM
 from .presets import get_preset, list_presets
 
-__all__ = ["DecoderLM", "ModelConfig", "default_ffn_hidden", "get_preset", "list_presets"]
+__all__ = ["DecodeCache", "DecoderLM", "ModelConfig", "default_ffn_hidden", "get_preset", "list_presets"]

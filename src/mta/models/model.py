@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mta.layers import RMSNorm, build_attention
+from mta.layers import AttentionState, RMSNorm, build_attention
 from mta.layers.init import trunc_normal_
 
+from .cache import DecodeCache
 from .config import ModelConfig
 
 
@@ -50,9 +51,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.feed_forward = FeedForward(config.dim, config.ffn_hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, D] -> [B, N, D]."""
-        h = x + self.attention(self.attention_norm(x))
+    def forward(
+        self, x: torch.Tensor, start: torch.Tensor | None = None, state: AttentionState | None = None
+    ) -> torch.Tensor:
+        """x: [B, N, D] -> [B, N, D]; start (left padding) and state (decoding cache) as the attention's forward."""
+        h = x + self.attention(self.attention_norm(x), start=start, state=state)
         return h + self.feed_forward(self.ffn_norm(h))
 
     def reset_parameters(self) -> None:
@@ -82,29 +85,78 @@ class DecoderLM(nn.Module):
             layer.reset_parameters()
         self.norm.reset_parameters()
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, ignore_index: int = -100):
-        """tokens: [B, N] long, N <= max_seq_len.
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        *,
+        start: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
+    ):
+        """tokens: [B, N] long; N (plus the positions cached) <= max_seq_len.
 
         Without `targets`: returns logits [B, N, V] (in the activations' dtype). With `targets` [B, N] long:
         returns the mean float32 cross-entropy over positions whose target is not `ignore_index` (a 0-dim
         tensor); going through forward keeps module hooks (FSDP, compile) in the loss path.
+        start and cache (generation) as `hidden`.
         """
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens: got shape {tuple(tokens.shape)}, expected [B, N]")
-        if tokens.shape[1] > self.config.max_seq_len:
-            raise ValueError(
-                f"tokens: got {tokens.shape[1]} positions, expected <= max_seq_len={self.config.max_seq_len}"
-            )
-        h = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            h = layer(h)
-        h = self.norm(h)
-        logits = F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
+        logits = self.head(self.hidden(tokens, start=start, cache=cache))
         if targets is None:
             return logits
         if targets.shape != tokens.shape:
             raise ValueError(f"targets: got shape {tuple(targets.shape)}, expected tokens' {tuple(tokens.shape)}")
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
+
+    def hidden(
+        self, tokens: torch.Tensor, *, start: torch.Tensor | None = None, cache: DecodeCache | None = None
+    ) -> torch.Tensor:
+        """The final-normed hidden states [B, N, D] of tokens [B, N] long.
+
+        start: [B] long, the number of left-padding tokens of each row (tokens[b, :start[b]] are padding, at
+            least one real token per row): padding lies outside the sequence and RoPE positions count from the
+            first real token, so each row computes what its tokens compute unpadded (mta.layers attention
+            forward). With a cache, given with the prompt only (later calls may repeat it).
+        cache: a DecodeCache (generation, spec §6). Empty: tokens are the prompt, and the cache is filled from
+            it. Otherwise tokens are the positions after the cached ones, and the cache is extended by them.
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens: got shape {tuple(tokens.shape)}, expected [B, N]")
+        past = 0 if cache is None else cache.length
+        if past + tokens.shape[1] > self.config.max_seq_len:
+            cached = f" ({past} of them cached)" if past else ""
+            raise ValueError(f"tokens: got {past + tokens.shape[1]} positions{cached}, expected <= "
+                             f"max_seq_len={self.config.max_seq_len}")
+        if cache is not None and len(cache.layers) != len(self.layers):
+            raise ValueError(f"cache: holds {len(cache.layers)} layers, the model has {len(self.layers)}")
+        start = self._start(tokens, start, cache)
+        states = [None] * len(self.layers) if cache is None else cache.layers
+        h = self.tok_embeddings(tokens)
+        for layer, state in zip(self.layers, states):
+            h = layer(h, start=start, state=state)
+        return self.norm(h)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] of hidden states [..., D] (the tied embedding or the output layer)."""
+        return F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
+
+    def _start(self, tokens: torch.Tensor, start: torch.Tensor | None, cache: DecodeCache | None):
+        """The validated left padding of this call: None when no row is padded."""
+        if cache is not None and cache.length:
+            if start is not None and not torch.equal(start, _or_zeros(cache.start, start)):
+                raise ValueError(f"start: got {start.tolist()}, but the cache was filled with "
+                                 f"{_or_zeros(cache.start, start).tolist()}")
+            return cache.start
+        if start is not None:
+            batch, length = tokens.shape
+            if not isinstance(start, torch.Tensor) or start.shape != (batch,) or start.dtype != torch.long:
+                raise ValueError(f"start: expected a long tensor of shape [B={batch}], got {_describe(start)}")
+            if bool(((start < 0) | (start >= length)).any()):
+                raise ValueError(f"start: expected values in [0, N={length}) (a real token per row), got {start.tolist()}")
+            start = start.to(tokens.device) if bool(start.any()) else None
+        if cache is not None:
+            cache.start = start
+        return start
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Mean float32 cross-entropy of predicting `targets` [B, N] from `tokens` [B, N] (a 0-dim tensor)."""
@@ -113,3 +165,11 @@ class DecoderLM(nn.Module):
     def num_parameters(self) -> int:
         """The number of parameters, each shared tensor (the tied embedding) counted once."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _or_zeros(start: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if start is None else start.to(like.device)
+
+
+def _describe(value: object) -> str:
+    return f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
