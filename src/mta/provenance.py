@@ -39,17 +39,21 @@ def environment() -> dict:
 
 
 def git_commit(path: str | Path | None = None) -> str:
-    """The commit checked out at `path` (default: this source tree), with '+dirty' if files differ.
+    """$MTA_COMMIT if set, else the commit checked out at `path` (default: this source tree), with '+dirty'
+    if files differ, else (outside a git checkout) 'unknown'.
 
-    Outside a git checkout (e.g. a copied tree on a remote GPU machine) it is $MTA_COMMIT if set, else 'unknown'.
+    A tree copied to a remote GPU machine may carry a .git that is behind its files: set MTA_COMMIT there to
+    the commit whose tree was copied.
     """
+    if os.environ.get("MTA_COMMIT"):
+        return os.environ["MTA_COMMIT"]
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("MTA_COMMIT", "unknown")
+        return "unknown"
     return commit + ("+dirty" if dirty else "")
 
 
