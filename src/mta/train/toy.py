@@ -207,12 +207,8 @@ class _ToyRun:
     def evaluate(self) -> dict:
         """Evaluate on the held-out set, update the run of 0% evaluations; return the metrics fields."""
         result = evaluate_toy(self.model, self.held_out, autocast_dtype=self.amp_dtype)
-        self.evaluations.append({"step": self.step, **result})
-        self.zero_streak = self.zero_streak + 1 if result["sequence_error_pct"] == 0 else 0
-        return {
-            "eval_sequence_error_pct": result["sequence_error_pct"],
-            "eval_token_error_pct": result["token_error_pct"],
-        }
+        self.zero_streak, fields = record_evaluation(self.evaluations, self.zero_streak, self.step, result)
+        return fields
 
     def postfix(self) -> dict:
         return {"seq_err": f"{self.evaluations[-1]['sequence_error_pct']:.1f}%"} if self.evaluations else {}
@@ -222,14 +218,27 @@ class _ToyRun:
 
     def finish(self) -> dict:
         """Save the checkpoint and result.json; return the result."""
-        save_checkpoint(self.model, self.out_dir)
-        result = self.result()
-        (self.out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        return result
+        return save_run(self.out_dir, self.model, self.result())
 
     def result(self) -> dict:
         return toy_result(self.config, self.model, self.step, self.stopped, self.evaluations, self.zero_streak,
                           self.elapsed())
+
+
+def record_evaluation(evaluations: list[dict], zero_streak: int, step: int, result: dict) -> tuple[int, dict]:
+    """Append `result` (evaluate_toy's) at `step` to `evaluations`; return the new streak of 0% evaluations
+    (early stopping) and the metrics-line fields."""
+    evaluations.append({"step": step, **result})
+    zero_streak = zero_streak + 1 if result["sequence_error_pct"] == 0 else 0
+    return zero_streak, {"eval_sequence_error_pct": result["sequence_error_pct"],
+                         "eval_token_error_pct": result["token_error_pct"]}
+
+
+def save_run(out_dir: Path, model: DecoderLM, result: dict) -> dict:
+    """Write a finished run's checkpoint and result.json into `out_dir`; return `result`."""
+    save_checkpoint(model, out_dir)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
 
 
 def held_out_samples(config: ToyTrainConfig) -> list[dict]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,11 @@ from tqdm import tqdm
 from mta.data.toy import PAD_ID
 from mta.eval.toy import IGNORE_INDEX, evaluate_toy
 from mta.models import DecoderLM
-from mta.models.checkpoint import save_checkpoint
 
 from .metrics import JsonlLog
 from .runtime import autocast_dtype, resolve_device
 from .schedule import lr_factor
-from .toy import ToyTrainConfig, held_out_samples, toy_result, training_batches
+from .toy import ToyTrainConfig, held_out_samples, record_evaluation, save_run, toy_result, training_batches
 
 # The settings every run of a stack shares (the task fields and seeds may differ).
 SHARED_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup", "betas", "weight_decay", "grad_clip", "eval_every",
@@ -47,6 +45,7 @@ SHARED_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup", "betas", "weight
 class _Run:
     """One run of the stack: its settings, data, held-out set, log and evaluations so far."""
 
+    position: int  # in the configs given to train_toy_stack
     config: ToyTrainConfig
     out_dir: Path
     log: JsonlLog
@@ -119,11 +118,10 @@ class _Stack:
         self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
         self.optimizer = self._adamw(self.params.values())
         self.runs = []
-        for config, out_dir in zip(configs, out_dirs):
+        for position, (config, out_dir) in enumerate(zip(configs, out_dirs)):
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.runs.append(_Run(config, out_dir, JsonlLog(out_dir / "metrics.jsonl"),
+            self.runs.append(_Run(position, config, out_dir, JsonlLog(out_dir / "metrics.jsonl"),
                                   training_batches(config, self.device), held_out_samples(config)))
-        self.index = {id(run): i for i, run in enumerate(self.runs)}  # position in `configs`
         self.results: dict[int, dict] = {}
         self.step = 0
         self.length = max(c.sequence_length for c in configs)
@@ -203,10 +201,8 @@ class _Stack:
         """Evaluate run `r` (its position in the stack) on its held-out set; update its streak of 0% results."""
         self.load_scratch(r)
         result = evaluate_toy(self.scratch, run.held_out, autocast_dtype=self.amp_dtype)
-        run.evaluations.append({"step": self.step, **result})
-        run.zero_streak = run.zero_streak + 1 if result["sequence_error_pct"] == 0 else 0
-        return {"eval_sequence_error_pct": result["sequence_error_pct"],
-                "eval_token_error_pct": result["token_error_pct"]}
+        run.zero_streak, fields = record_evaluation(run.evaluations, run.zero_streak, self.step, result)
+        return fields
 
     def load_scratch(self, r: int) -> None:
         with torch.no_grad():
@@ -227,11 +223,9 @@ class _Stack:
         for r in ended:
             run = self.runs[r]
             self.load_scratch(r)
-            save_checkpoint(self.scratch, run.out_dir)
             result = toy_result(run.config, self.scratch, self.step, stopped, run.evaluations, run.zero_streak,
                                 self.elapsed())
-            (run.out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            self.results[self.index[id(run)]] = result
+            self.results[run.position] = save_run(run.out_dir, self.scratch, result)
             run.log.close()
         keep = [r for r in range(len(self.runs)) if r not in ended]
         self.runs = [self.runs[r] for r in keep]
