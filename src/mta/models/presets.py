@@ -3,6 +3,8 @@ tiny ones for tests and CPU demos.
 
 Names are "<size>-<family>", family in {transformer, diff, talking_heads, mta}:
   300M / 550M / 880M / 1B  spec §3, vocabulary 128256 (Llama 3's tokenizer, as the official runs), sequence 2048.
+  small                    D 512, 8 layers, 8 heads, sequence 1024, vocabulary 8192 (`mta data prepare`'s default):
+                           ≈ 31M parameters, for the small-scale comparison (q–k convolutions in layers 2 and 6).
   tiny                     D 64, 4 layers, 4 heads, vocabulary 256, sequence 128, q–k convolutions in layer 2.
   toy (transformer, mta)   spec §5: D 256, 4 layers, 2 heads, attention dropout 0.1, the 31-token character
                            vocabulary of mta.data.toy; the MTA variant has a 2×9 pre-softmax convolution in every
@@ -28,6 +30,7 @@ _SIZES: dict[str, dict[str, Any]] = {
     "550M": dict(vocab_size=LLAMA3_VOCAB_SIZE, dim=1280, n_layers=24, n_heads=10, max_seq_len=2048),
     "880M": dict(vocab_size=LLAMA3_VOCAB_SIZE, dim=1536, n_layers=24, n_heads=16, max_seq_len=2048),
     "1B": dict(vocab_size=LLAMA3_VOCAB_SIZE, dim=2048, n_layers=24, n_heads=16, max_seq_len=2048),
+    "small": dict(vocab_size=8192, dim=512, n_layers=8, n_heads=8, max_seq_len=1024),
     "tiny": dict(vocab_size=256, dim=64, n_layers=4, n_heads=4, max_seq_len=128),
 }
 _QK_CONV_LAYERS = {
@@ -35,6 +38,7 @@ _QK_CONV_LAYERS = {
     "550M": _EVERY_FOURTH_FROM_2,
     "880M": _EVERY_FOURTH_FROM_2,
     "1B": _EVERY_FOURTH_FROM_2,
+    "small": (2, 6),
     "tiny": (2,),
 }
 
