@@ -513,6 +513,80 @@ def longctx_plot(models: dict, path: Path) -> None:
     plt.close(figure)
 
 
+LM_DIR = ROOT / "results" / "lm"
+
+
+def load_lm_runs() -> list[dict] | None:
+    """The small-scale comparison's runs (experiments/lm_small.py), each with its metrics lines as "metrics"."""
+    runs = load_json_files(LM_DIR, "*-s*.json")
+    for run in runs or []:
+        lines = (LM_DIR / f"{run['arch']}-s{run['seed']}.metrics.jsonl").read_text().splitlines()
+        run["metrics"] = [json.loads(line) for line in lines if line]
+    return sorted(runs, key=lambda r: (LONGCTX_ORDER.index(r["arch"]), r["seed"])) if runs else None
+
+
+def lm_small(runs: list[dict]) -> str:
+    """Table 2's layout: validation perplexity per domain and their mean, mean ± sample std over seeds."""
+    domains = list(runs[0]["ppl"]["domains"])
+    by_arch: dict[str, list[dict]] = {}
+    for run in runs:
+        by_arch.setdefault(run["arch"], []).append(run)
+
+    def cell(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        if len(values) < 2:
+            return f"{mean:.2f}"
+        return f"{mean:.2f} ± {(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5:.2f}"
+
+    lines = ["| model | parameters | seeds | " + " | ".join(domains) + " | mean |", "|---|---:|---:|" + "---:|" * (len(domains) + 1)]
+    for arch, group in by_arch.items():
+        cells = [cell([r["ppl"]["domains"][d]["ppl"] for r in group]) for d in domains]
+        cells.append(cell([r["ppl"]["mean_ppl"] for r in group]))
+        lines.append(f"| {longctx_label(arch)} | {group[0]['config']['parameters']:,} | "
+                     f"{', '.join(str(r['seed']) for r in group)} | " + " | ".join(cells) + " |")
+    train, model = runs[0]["config"]["train"], runs[0]["config"]["model"]
+    tokens = train["steps"] * train["batch_size"] * train["grad_accum"] * train["seq_len"]
+    validation = ", ".join(f"{d} {v['tokens']:,}" for d, v in runs[0]["ppl"]["domains"].items())
+    lines += ["", f"Every run: the `small-*` preset (D {model['dim']}, {model['n_layers']} layers, {model['n_heads']} heads, "
+              f"vocabulary {model['vocab_size']:,}), {train['steps']:,} steps of {train['batch_size']}×{train['seq_len']} "
+              f"tokens ({tokens / 1e6:.1f}M tokens), AdamW lr {train['lr']:g} with {train['warmup']} warm-up steps then "
+              f"linear decay, bf16 autocast; perplexity of the final checkpoint on every validation window "
+              f"({runs[0]['ppl']['seq_len']} tokens; validation tokens: {validation}). The mean is over domains, as the "
+              "paper's Table 2. All eight runs shared one GPU at once.", "",
+              "![training loss and validation perplexity](results/lm/curves.png)", "",
+              provenance_line(runs[0]["config"]["environment"])]
+    return "\n".join(lines)
+
+
+def lm_curves_plot(runs: list[dict], path: Path) -> None:
+    """Training loss (left) and mean validation perplexity (right) against the step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"transformer": "tab:blue", "diff": "tab:green", "talking_heads": "tab:orange", "mta": "tab:red"}
+    for run in runs:
+        style = dict(color=colors.get(run["arch"]), linestyle="-" if run["seed"] == runs[0]["seed"] else "--",
+                     label=f"{longctx_label(run['arch'])} s{run['seed']}")
+        train = [m for m in run["metrics"] if "loss" in m]
+        val = [m for m in run["metrics"] if "val_mean_ppl" in m]
+        left.plot([m["step"] for m in train], [m["loss"] for m in train], linewidth=0.8, **style)
+        right.plot([m["step"] for m in val], [m["val_mean_ppl"] for m in val], marker="o", **style)
+    left.set_ylim(top=6)
+    left.set_ylabel("training loss")
+    right.set_ylabel("mean validation perplexity (eval windows)")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
@@ -520,6 +594,7 @@ TABLES = {
     "toy_table1": (load_toy_runs, toy_table1),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
+    "lm_small": (load_lm_runs, lm_small),
     "longctx": (load_longctx, longctx),
     "decode_gpu": (lambda: load_json(DECODE_GPU_RESULTS), decode_gpu),
 }
@@ -550,6 +625,9 @@ def main() -> None:
     speed = load_json(OP_SPEED_GPU_RESULTS)
     if speed:
         op_speed_gpu_plot(speed, OP_SPEED_GPU_RESULTS.with_suffix(".png"))
+    lm_runs = load_lm_runs()
+    if lm_runs:
+        lm_curves_plot(lm_runs, LM_DIR / "curves.png")
     longctx_models = load_longctx()
     if longctx_models:
         longctx_plot(longctx_models, LONGCTX_DIR / "comparison.png")
