@@ -10,8 +10,16 @@ FAMILIES = ("transformer", "diff", "talking_heads", "mta")
 
 
 def test_preset_names():
-    expected = {f"{size}-{family}" for size in (*SIZES, "tiny") for family in FAMILIES}
+    expected = {f"{size}-{family}" for size in (*SIZES, "small", "tiny") for family in FAMILIES}
     assert set(list_presets()) == expected | {"toy-transformer", "toy-mta"}
+
+
+def test_small_preset_follows_the_paper_recipe():
+    cfg = get_preset("small-mta")
+    assert (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.vocab_size, cfg.max_seq_len) == (512, 8, 8, 8192, 1024)
+    conv_layers = [layer for layer in range(cfg.n_layers) if cfg.attention_config(layer).pre_kernel]
+    assert conv_layers == [2, 6] and cfg.pre_kernel == cfg.post_kernel == (6, 11)
+    assert cfg.pre_mix_group == cfg.post_mix_group == 8 and cfg.group_norm and cfg.gate
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -22,7 +22,7 @@ from mta.ops.decode import mta_attention_step, visible_keys
 from .config import AttentionConfig, lambda_init
 from .init import trunc_normal_
 from .norm import RMSNorm
-from .rope import apply_rope
+from .rope import rope_angles, rotate
 from .state import AttentionState
 
 
@@ -68,9 +68,8 @@ class ProjectedAttention(nn.Module):
         q = self.wq(x).view(batch, seq_len, cfg.n_heads, cfg.head_dim).transpose(1, 2)
         k = self.wk(x).view(batch, seq_len, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.wv(x).view(batch, seq_len, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
-        q = apply_rope(q, cfg.rope_theta, position_offset)
-        k = apply_rope(k, cfg.rope_theta, position_offset)
-        return q, k, v
+        cos, sin = rope_angles(q, cfg.rope_theta, position_offset)
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
         """Per-head outputs [B, N, H, d] -> wo(concat heads) [B, N, D]."""
@@ -162,7 +161,9 @@ class SoftmaxAttention(ProjectedAttention):
         return out.transpose(1, 2)
 
     def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=step_mask(q, state, start),
+        # one new query of an unpadded batch sees every cached key: no mask, so SDPA keeps its fused kernels
+        mask = None if start is None and q.shape[2] == 1 else step_mask(q, state, start)
+        out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask,
                                              enable_gqa=state.keys.shape[1] != q.shape[1])
         return out.transpose(1, 2)
 

@@ -20,6 +20,12 @@ def apply_rope(x: torch.Tensor, theta: float = 1e5, position_offset: int | torch
     theta: the RoPE base (1e5 in the paper's runs). The rotation is computed in at least float32 and cast back.
     Returns a tensor of x's shape and dtype.
     """
+    return rotate(x, *rope_angles(x, theta, position_offset))
+
+
+def rope_angles(x: torch.Tensor, theta: float, position_offset: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles for tensors shaped like x [B, H, N, d] (see `apply_rope`): [N, d/2], or
+    [B, 1, N, d/2] with per-row offsets, in at least float32. Computed once, they rotate q and k alike."""
     seq_len, head_dim = x.shape[-2], x.shape[-1]
     dtype = torch.promote_types(x.dtype, torch.float32)
     positions = torch.arange(seq_len, device=x.device, dtype=dtype)
@@ -29,7 +35,11 @@ def apply_rope(x: torch.Tensor, theta: float = 1e5, position_offset: int | torch
         positions = positions + position_offset
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=dtype) / head_dim)
     angles = positions.unsqueeze(-1) * inv_freq  # [N, d/2] or [B, 1, N, d/2]
-    cos, sin = angles.cos(), angles.sin()
-    even, odd = x.to(dtype).unflatten(-1, (head_dim // 2, 2)).unbind(-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, N, d] with its channel pairs rotated by the angles of `rope_angles`; x's dtype."""
+    even, odd = x.to(cos.dtype).unflatten(-1, (x.shape[-1] // 2, 2)).unbind(-1)
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
     return rotated.flatten(-2).to(x.dtype)
