@@ -1,0 +1,186 @@
+"""Fused token-axis ops of the glue (`primitives` has their definitions and oracles): `token_conv` builds the
+conv operands K̃ and Ṽ, `diagonal_dots` the q·k products that the Mask0 correction reads.
+
+Each reads its [B, H, N, d] inputs once in their own dtype (row-major, contiguous), accumulates in float32 and
+writes its result once: no float32 copies, permutes or padding around it. Programs cover BLOCK_R tokens × all
+d columns of one head; taps and heads are loops. The backward of `token_conv` writes per-tile partial sums of
+the weight gradient (deterministic, no atomics), which torch adds up.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
+
+BLOCK_R = 32  # tokens per program
+
+
+def _block_e(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+@triton.jit
+def _load_rows(X, rows, dims, N, D, STRIDE):
+    """float32 X[rows, dims] of N rows STRIDE apart, zeros outside [0, N) × [0, D)."""
+    mask = (rows[:, None] >= 0) & (rows[:, None] < N) & (dims[None, :] < D)
+    return tl.load(X + rows[:, None] * STRIDE + dims[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _conv_kernel(X, WEIGHT, OUT, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Grid (g·c_q column blocks (i, a), token tiles, B·H): OUT[bh, r, (i, a, :)] = Σ_t w[h, i, a, t] X[src, r+t-hk]."""
+    col = tl.program_id(0)
+    rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    bh = tl.program_id(2).to(tl.int64)
+    h = bh % H
+    src = bh - h % G + col // C_Q  # first head of the group + i
+    dims = tl.arange(0, BLOCK_E)
+    acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
+    for t in range(C_K):
+        w = tl.load(WEIGHT + (h * G * C_Q + col) * C_K + t)
+        acc += w * _load_rows(X + src * N * D, rows + t - (C_K - 1) // 2, dims, N, D, D)
+    width = G * C_Q * D
+    mask = (rows[:, None] < N) & (dims[None, :] < D)
+    tl.store(OUT + bh * N * width + rows[:, None] * width + col * D + dims[None, :], acc.to(OUT.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def _conv_input_grad_kernel(DOUT, WEIGHT, DX, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Grid (token tiles, B·H): DX[src, m] = Σ_{o, a, t} w[o, i, a, t] DOUT[o, m-t+hk, (i, a)] over the heads o of
+    src's group, i = src's place in it."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    src = tl.program_id(1).to(tl.int64)
+    i = (src % H) % G
+    first = src - i  # (batch, head) index of the group's first head
+    dims = tl.arange(0, BLOCK_E)
+    width = G * C_Q * D
+    acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
+    for o in range(G):
+        for a in range(C_Q):
+            col = i * C_Q + a
+            for t in range(C_K):
+                w = tl.load(WEIGHT + (((first + o) % H) * G * C_Q + col) * C_K + t)
+                grad = _load_rows(DOUT + (first + o) * N * width + col * D, rows - t + (C_K - 1) // 2, dims, N, D, width)
+                acc += w * grad
+    mask = (rows[:, None] < N) & (dims[None, :] < D)
+    tl.store(DX + src * N * D + rows[:, None] * D + dims[None, :], acc.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _conv_weight_grad_kernel(DOUT, X, PARTIAL, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Grid (g·c_q column blocks (i, a), token tiles, B·H): PARTIAL[bh, tile, (i, a), t] = Σ over the tile's
+    tokens r and dims of DOUT[bh, r, (i, a)] · X[src, r+t-hk]."""
+    col = tl.program_id(0)
+    tile = tl.program_id(1)
+    rows = tile * BLOCK_R + tl.arange(0, BLOCK_R)
+    bh = tl.program_id(2).to(tl.int64)
+    src = bh - (bh % H) % G + col // C_Q
+    dims = tl.arange(0, BLOCK_E)
+    width = G * C_Q * D
+    grad = _load_rows(DOUT + bh * N * width + col * D, rows, dims, N, D, width)
+    PARTIAL += ((bh * tl.num_programs(1) + tile) * G * C_Q + col) * C_K
+    for t in range(C_K):
+        x = _load_rows(X + src * N * D, rows + t - (C_K - 1) // 2, dims, N, D, D)
+        tl.store(PARTIAL + t, tl.sum(tl.sum(grad * x, 1), 0))
+
+
+@triton.jit
+def _dots_kernel(Q, K, OUT, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Grid (token tiles, B·H): OUT[bh, m, δ-1] = Q[m] · K[m+δ] for δ = 1 … W."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    bh = tl.program_id(1).to(tl.int64)
+    dims = tl.arange(0, BLOCK_E)
+    q = _load_rows(Q + bh * N * D, rows, dims, N, D, D)
+    for delta in range(1, W + 1):
+        k = _load_rows(K + bh * N * D, rows + delta, dims, N, D, D)
+        tl.store(OUT + bh * N * W + rows * W + delta - 1, tl.sum(q * k, 1), mask=rows < N)
+
+
+@triton.jit
+def _dots_grad_kernel(Q, K, DOUT, DQ, DK, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Grid (token tiles, B·H): DQ[m] = Σ_δ DOUT[m, δ-1] K[m+δ], DK[m] = Σ_δ DOUT[m-δ, δ-1] Q[m-δ]."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    bh = tl.program_id(1).to(tl.int64)
+    Q += bh * N * D
+    K += bh * N * D
+    DOUT += bh * N * W
+    dims = tl.arange(0, BLOCK_E)
+    dq = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
+    dk = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
+    for delta in range(1, W + 1):
+        ahead, behind = rows + delta, rows - delta
+        g_ahead = tl.load(DOUT + rows * W + delta - 1, mask=ahead < N, other=0.0)
+        dq += g_ahead[:, None] * _load_rows(K, ahead, dims, N, D, D)
+        g_behind = tl.load(DOUT + behind * W + delta - 1, mask=(behind >= 0) & (behind < N), other=0.0)
+        dk += g_behind[:, None] * _load_rows(Q, behind, dims, N, D, D)
+    mask = (rows[:, None] < N) & (dims[None, :] < D)
+    offsets = bh * N * D + rows[:, None] * D + dims[None, :]
+    tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty), mask=mask)
+    tl.store(DK + offsets, dk.to(DK.dtype.element_ty), mask=mask)
+
+
+class TokenConv(torch.autograd.Function):
+    """x [B, H, N, d], weight [H, g, c_q, c_k] float32 -> [B, H, N, g·c_q·d] in x's dtype (`primitives.token_conv_torch`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        batch, n_heads, seq_len, head_dim = x.shape
+        size, c_q, c_k = weight.shape[1:]
+        out = torch.empty((batch, n_heads, seq_len, size * c_q * head_dim), dtype=x.dtype, device=x.device)
+        grid = (size * c_q, triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
+        _conv_kernel[grid](x, weight, out, seq_len, head_dim, n_heads, size, c_q, c_k,
+                           BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        x, weight = ctx.saved_tensors
+        batch, n_heads, seq_len, head_dim = x.shape
+        size, c_q, c_k = weight.shape[1:]
+        d_out = d_out.contiguous()
+        tiles = triton.cdiv(seq_len, BLOCK_R)
+        args = (seq_len, head_dim, n_heads, size, c_q, c_k)
+        meta = dict(BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
+        dx = torch.empty_like(x)
+        _conv_input_grad_kernel[(tiles, batch * n_heads)](d_out, weight, dx, *args, **meta)
+        partial = torch.empty((batch, n_heads, tiles, size * c_q, c_k), dtype=torch.float32, device=x.device)
+        _conv_weight_grad_kernel[(size * c_q, tiles, batch * n_heads)](d_out, x, partial, *args, **meta)
+        return dx, partial.sum((0, 2)).view(weight.shape).to(weight.dtype)
+
+
+class DiagonalDots(torch.autograd.Function):
+    """q, k [B, H, N, d] -> float32 [B, H, N, width] (`primitives.diagonal_dots_torch`)."""
+
+    @staticmethod
+    def forward(ctx, q, k, width):
+        batch, n_heads, seq_len, head_dim = q.shape
+        out = torch.empty((batch, n_heads, seq_len, width), dtype=torch.float32, device=q.device)
+        grid = (triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
+        _dots_kernel[grid](q, k, out, seq_len, head_dim, width, BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
+        ctx.save_for_backward(q, k)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k = ctx.saved_tensors
+        batch, n_heads, seq_len, head_dim = q.shape
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        grid = (triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
+        _dots_grad_kernel[grid](q, k, d_out.float().contiguous(), dq, dk, seq_len, head_dim, d_out.shape[-1],
+                                BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
+        return dq, dk, None
+
+
+def token_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fused `primitives.token_conv_torch`: x [B, H, N, d] (fp16/bf16/fp32), weight [H, g, c_q, c_k]."""
+    return TokenConv.apply(x.contiguous(), weight.float().contiguous())
+
+
+def diagonal_dots(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.Tensor:
+    """Fused `primitives.diagonal_dots_torch`: q, k [B, H, N, d] -> float32 [B, H, N, width]."""
+    return DiagonalDots.apply(q.contiguous(), k.contiguous(), width)
