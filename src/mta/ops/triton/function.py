@@ -160,8 +160,9 @@ class BandedFlashAttention(torch.autograd.Function):
         d_out = d_out.reshape(ops.bh, n, ops.dv)
         lse = lse.reshape(ops.bh, n)
         q_shape, taps, group = ctx.window
-        # summed over key blocks; taps-1 zero rows past the end for `window_adjoint`
-        dqw = torch.zeros((ops.bh, n + taps - 1, ops.dqk), dtype=torch.float32, device=qw.device)
+        # summed over key blocks, in float32; taps-1 zero rows past the end for `window_adjoint`
+        dqw = empty_output((ops.bh, n + taps - 1, ops.dqk), torch.float32, qw.device)
+        dqw[:, n:].zero_()
         dkw = empty_output((ops.bh, n, ops.dqk), qw.dtype, qw.device)
         dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
         dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
@@ -171,7 +172,11 @@ class BandedFlashAttention(torch.autograd.Function):
             p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
             torch.bmm(ds.transpose(1, 2), ops.qw[:, c0:], out=dkw[:, c0:c1])
             torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
-            dqw[:, c0:n] += torch.bmm(ds, ops.kw[:, c0:c1])
+            part = torch.bmm(ds, ops.kw[:, c0:c1])
+            if c0 == 0:  # the first key block reaches every query: no zero fill to add to
+                dqw[:, :n].copy_(part)
+            else:
+                dqw[:, c0:n] += part
         if dbias is not None:
             # taps t > i have no key (j = i - t < 0): their gradient is 0
             rows, band = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
@@ -187,6 +192,8 @@ def window_adjoint(dqw: torch.Tensor, q_shape: torch.Size, taps: int, group: int
     dq[h', m] = Σ_{h of the group} Σ_a dqw[h, m + taps-1 - a, (i, a)] for h' = first head + i: one strided view
     dqw[h, m + a', (i, taps-1-a')] (a' = taps-1-a) holds every term once.
     """
+    if taps == 1 and group == 1:
+        return dqw.view(q_shape)
     batch, n_heads, seq_len, head_dim = q_shape
     rows, dqk = dqw.shape[1:]
     terms = dqw.as_strided(

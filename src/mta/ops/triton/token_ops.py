@@ -3,7 +3,7 @@ conv operands K̃ and Ṽ, `diagonal_dots` the q·k products that the Mask0 corr
 
 Each reads its [B, H, N, d] inputs once in their own dtype (row-major, contiguous), accumulates in float32 and
 writes its result once: no float32 copies, permutes or padding around it. Programs cover BLOCK_R tokens × all
-d columns of one head; taps and heads are loops. The backward of `token_conv` writes per-tile partial sums of
+d columns of one head; taps and heads are loops, whose shifted reloads of the same rows hit the cache. The backward of `token_conv` writes per-tile partial sums of
 the weight gradient (deterministic, no atomics), which torch adds up.
 """
 
@@ -15,7 +15,7 @@ import triton.language as tl
 
 from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
 
-BLOCK_R = 32  # tokens per program
+BLOCK_R = 64  # tokens per program
 
 
 def _block_e(head_dim: int) -> int:
@@ -31,21 +31,24 @@ def _load_rows(X, rows, dims, N, D, STRIDE):
 
 @triton.jit
 def _conv_kernel(X, WEIGHT, OUT, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (g·c_q column blocks (i, a), token tiles, B·H): OUT[bh, r, (i, a, :)] = Σ_t w[h, i, a, t] X[src, r+t-hk]."""
-    col = tl.program_id(0)
+    """Grid (g source heads i, token tiles, B·H): OUT[bh, r, (i, a, :)] = Σ_t w[h, i, a, t] X[src, r+t-hk] for every
+    a (the c_k shifted tiles of X, loaded for a = 0, are cache hits for the other taps)."""
+    i = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(2).to(tl.int64)
     h = bh % H
-    src = bh - h % G + col // C_Q  # first head of the group + i
+    X += (bh - h % G + i) * N * D  # source head: first head of the group + i
     dims = tl.arange(0, BLOCK_E)
-    acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
-    for t in range(C_K):
-        w = tl.load(WEIGHT + (h * G * C_Q + col) * C_K + t)
-        acc += w * _load_rows(X + src * N * D, rows + t - (C_K - 1) // 2, dims, N, D, D)
     width = G * C_Q * D
     mask = (rows[:, None] < N) & (dims[None, :] < D)
-    tl.store(OUT + bh * N * width + rows[:, None] * width + col * D + dims[None, :], acc.to(OUT.dtype.element_ty),
-             mask=mask)
+    for a in range(C_Q):
+        col = i * C_Q + a
+        acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
+        for t in range(C_K):
+            w = tl.load(WEIGHT + (h * G * C_Q + col) * C_K + t)
+            acc += w * _load_rows(X, rows + t - (C_K - 1) // 2, dims, N, D, D)
+        tl.store(OUT + bh * N * width + rows[:, None] * width + col * D + dims[None, :],
+                 acc.to(OUT.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -72,20 +75,22 @@ def _conv_input_grad_kernel(DOUT, WEIGHT, DX, N, D, H, G, C_Q, C_K, BLOCK_R: tl.
 
 @triton.jit
 def _conv_weight_grad_kernel(DOUT, X, PARTIAL, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (g·c_q column blocks (i, a), token tiles, B·H): PARTIAL[bh, tile, (i, a), t] = Σ over the tile's
-    tokens r and dims of DOUT[bh, r, (i, a)] · X[src, r+t-hk]."""
-    col = tl.program_id(0)
+    """Grid (g source heads i, token tiles, B·H): PARTIAL[bh, tile, (i, a), t] = Σ over the tile's tokens r and
+    dims of DOUT[bh, r, (i, a)] · X[src, r+t-hk], for every a."""
+    i = tl.program_id(0)
     tile = tl.program_id(1)
     rows = tile * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(2).to(tl.int64)
-    src = bh - (bh % H) % G + col // C_Q
+    X += (bh - (bh % H) % G + i) * N * D
     dims = tl.arange(0, BLOCK_E)
     width = G * C_Q * D
-    grad = _load_rows(DOUT + bh * N * width + col * D, rows, dims, N, D, width)
-    PARTIAL += ((bh * tl.num_programs(1) + tile) * G * C_Q + col) * C_K
-    for t in range(C_K):
-        x = _load_rows(X + src * N * D, rows + t - (C_K - 1) // 2, dims, N, D, D)
-        tl.store(PARTIAL + t, tl.sum(tl.sum(grad * x, 1), 0))
+    for a in range(C_Q):
+        col = i * C_Q + a
+        grad = _load_rows(DOUT + bh * N * width + col * D, rows, dims, N, D, width)
+        partial = PARTIAL + ((bh * tl.num_programs(1) + tile) * G * C_Q + col) * C_K
+        for t in range(C_K):
+            x = _load_rows(X, rows + t - (C_K - 1) // 2, dims, N, D, D)
+            tl.store(partial + t, tl.sum(tl.sum(grad * x, 1), 0))
 
 
 @triton.jit
@@ -131,7 +136,7 @@ class TokenConv(torch.autograd.Function):
         batch, n_heads, seq_len, head_dim = x.shape
         size, c_q, c_k = weight.shape[1:]
         out = torch.empty((batch, n_heads, seq_len, size * c_q * head_dim), dtype=x.dtype, device=x.device)
-        grid = (size * c_q, triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
+        grid = (size, triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
         _conv_kernel[grid](x, weight, out, seq_len, head_dim, n_heads, size, c_q, c_k,
                            BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
         ctx.save_for_backward(x, weight)
@@ -149,7 +154,7 @@ class TokenConv(torch.autograd.Function):
         dx = torch.empty_like(x)
         _conv_input_grad_kernel[(tiles, batch * n_heads)](d_out, weight, dx, *args, **meta)
         partial = torch.empty((batch, n_heads, tiles, size * c_q, c_k), dtype=torch.float32, device=x.device)
-        _conv_weight_grad_kernel[(size * c_q, tiles, batch * n_heads)](d_out, x, partial, *args, **meta)
+        _conv_weight_grad_kernel[(size, tiles, batch * n_heads)](d_out, x, partial, *args, **meta)
         return dx, partial.sum((0, 2)).view(weight.shape).to(weight.dtype)
 
 
