@@ -84,7 +84,7 @@ def test_primitives_match_explicit_loops():
     batch, heads, seq_len, head_dim, size, c_q, c_k = 1, 4, 6, 2, 2, 2, 3
     x, y = (torch.randn(batch, heads, seq_len, head_dim, generator=gen, dtype=torch.float64) for _ in range(2))
     weight = torch.randn(heads, size, c_q, c_k, generator=gen, dtype=torch.float64)
-    conv = token_conv_torch(x, weight).view(batch, heads, seq_len, size, c_q, head_dim)
+    conv = token_conv_torch(x, weight, x.dtype).view(batch, heads, seq_len, size, c_q, head_dim)
     window = query_window(x, c_q, size).view(batch, heads, seq_len, size, c_q, head_dim)
     dots = diagonal_dots_torch(x, y, 3)
     for h in range(heads):

@@ -109,6 +109,18 @@ def test_query_window(seq_len, heads, d, window, config, dtype):
     check_against_torch(operands, config, dtype, window)
 
 
+def test_float32_queries_half_operands():
+    """q in float32 (a leaf other ops share) with float16 kw, vw: rounded for the kernel, gradient in float32."""
+    q, kw, vw, bias = make_operands(29, 48, 16, 5, torch.float16, heads=2, window=(3, 1))
+    q32 = q.detach().float().requires_grad_()
+    out, lse = banded_flash_attention(q32, kw, vw, bias, BlockConfig(16, 16, 16, 16), 3, 1)
+    ref_out, ref_lse = banded_attention_torch(q, kw, vw, bias, 3, 1)
+    torch.testing.assert_close(out, ref_out, rtol=2e-2, atol=2e-2)
+    grad, ref_grad = (torch.autograd.grad(lse.sum(), x)[0] for x, lse in ((q32, lse), (q, ref_lse)))
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(grad, ref_grad.float(), rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="bfloat16 tl.dot and the autotuner need a GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)

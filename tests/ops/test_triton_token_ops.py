@@ -50,7 +50,16 @@ def assert_same(fused, oracle, inputs, dtype):
 def test_token_conv(heads, seq_len, head_dim, size, c_q, c_k, dtype):
     x, = tensors((2, heads, seq_len, head_dim), dtype=dtype)
     weight, = tensors((heads, size, c_q, c_k), dtype=torch.float32, seed=2)
-    assert_same(token_conv(x, weight), token_conv_torch(x, weight), (x, weight), dtype)
+    assert_same(token_conv(x, weight, dtype), token_conv_torch(x, weight, dtype), (x, weight), dtype)
+
+
+def test_token_conv_float32_input_half_output():
+    """float32 k (a leaf shared with the Mask0 dots) -> float16 kernel operand, float32 gradient."""
+    x, = tensors((1, 2, 21, 8), dtype=torch.float32)
+    weight, = tensors((2, 1, 3, 5), dtype=torch.float32, seed=2)
+    fused = token_conv(x, weight, torch.float16)
+    assert fused.dtype == torch.float16
+    assert_same(fused, token_conv_torch(x, weight, torch.float16), (x, weight), torch.float16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -128,7 +128,7 @@ class BandedFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kw, vw, bias, config, taps, group):
-        qw = query_window(q, taps, group).contiguous()
+        qw = query_window(q.to(kw.dtype), taps, group).contiguous()
         ops = _Operands(qw, kw, vw, bias, config)
         n = ops.seq_len
         fused = _fused_forward(ops.dv, config)
@@ -147,7 +147,7 @@ class BandedFlashAttention(torch.autograd.Function):
                 torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
         out, lse = out.view(vw.shape), lse.view(qw.shape[:3])
         ctx.save_for_backward(qw, kw, vw, bias, out, lse)
-        ctx.config, ctx.window = config, (q.shape, taps, group)
+        ctx.config, ctx.window, ctx.q_dtype = config, (q.shape, taps, group), q.dtype
         return out, lse
 
     @staticmethod
@@ -181,7 +181,7 @@ class BandedFlashAttention(torch.autograd.Function):
             # taps t > i have no key (j = i - t < 0): their gradient is 0
             rows, band = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
             dbias.masked_fill_(band > rows, 0.0)
-        dq = window_adjoint(dqw, q_shape, taps, group).to(qw.dtype)
+        dq = window_adjoint(dqw, q_shape, taps, group).to(ctx.q_dtype)
         return dq, dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
 
 
@@ -219,14 +219,18 @@ def banded_flash_attention(
     """Fused banded causal attention (kernels' module docstring) of qw = primitives.query_window(q, taps, group),
     differentiable in every input.
 
-    q: [B, H, N, d] (H a multiple of group); kw: [B, H, N, Dqk], Dqk = group·taps·d; vw: [B, H, N, Dv], one
-    dtype among float16, bfloat16, float32 (any Dqk, Dv >= 1; multiples of 16 keep the tiles full).
+    q: [B, H, N, d] (H a multiple of group); kw: [B, H, N, Dqk], Dqk = group·taps·d; vw: [B, H, N, Dv]; kw and
+    vw of one dtype among float16, bfloat16, float32 (any Dqk, Dv >= 1; multiples of 16 keep the tiles full), q
+    of that dtype or float32 (rounded to kw's for the kernel; its gradient stays float32).
     bias: [B, H, N, W] (W >= 0, computed in float32) or None. config: tile sizes; None autotunes on a GPU and
     takes BlockConfig() under TRITON_INTERPRET=1. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N]
     float32 (the row logsumexp of the scores). The gradient of q is summed from qw's in float32.
     """
-    if q.dtype not in KERNEL_DTYPES or kw.dtype != q.dtype or vw.dtype != q.dtype:
-        raise ValueError(f"q, kw, vw must share one dtype among {KERNEL_DTYPES}, got {q.dtype}, {kw.dtype}, {vw.dtype}")
+    if kw.dtype not in KERNEL_DTYPES or vw.dtype != kw.dtype or q.dtype not in (kw.dtype, torch.float32):
+        raise ValueError(
+            f"kw, vw must share one dtype among {KERNEL_DTYPES} and q have it or float32, got {q.dtype}, {kw.dtype}, "
+            f"{vw.dtype}"
+        )
     if q.dim() != 4 or q.shape[1] % group or kw.shape != (*q.shape[:3], group * taps * q.shape[3]):
         raise ValueError(
             f"q must be [B, H, N, d] with H a multiple of group = {group} and kw [B, H, N, group·taps·d] with "

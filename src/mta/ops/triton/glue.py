@@ -74,12 +74,14 @@ def mask0_correction(future: torch.Tensor, kernel: torch.Tensor, scale: float) -
 def pre_operands(
     q: torch.Tensor, k: torch.Tensor, kernel: torch.Tensor | None, mixer: torch.Tensor | None, scale: float,
     ops: Primitives,
-) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, int]:
     """Kernel operands of the pre-softmax conv and mixing (module doc).
 
     q, k: [B, H, N, d]; kernel: [H, c_q, c_k] or None; mixer: [G, g, g] or None.
-    Returns kw [B, H, N, g·c_q·d] in k's dtype (input head i, then tap a, then d), bias [B, H, N, W] (None if
-    W = 0), and the query window's taps c_q and group size g.
+    Returns the q to pass to the kernel, kw [B, H, N, g·c_q·d] in q's dtype (input head i, then tap a, then d),
+    bias [B, H, N, W] (None if W = 0), and the query window's taps c_q and group size g. With a Mask0 correction
+    q and k each feed two ops whose gradients largely cancel, so half-precision q and k are made float32 first:
+    autograd then adds those gradients before their one rounding to the input dtype.
     """
     dtype = compute_dtype(q.dtype)
     n_heads = q.shape[1]
@@ -92,26 +94,31 @@ def pre_operands(
         mixer = mixer.to(dtype)
         weight = scale * torch.einsum("gio,giat->goiat", mixer, grouped(kernel.unsqueeze(0), size)[0])
         weight = weight.reshape(n_heads, size, c_q, c_k)
-    kw = ops.token_conv(k, weight)
     width = (c_k - 1) // 2 + c_q - 1
+    operand_dtype = q.dtype
+    if width > 0:
+        q, k = q.to(dtype), k.to(dtype)
+    kw = ops.token_conv(k, weight, operand_dtype)
     if width == 0:
-        return kw, None, c_q, size
+        return q, kw, None, c_q, size
     corr = mask0_correction(ops.diagonal_dots(q, k, width), kernel, scale)
     if mixer is None:
-        return kw, -corr, c_q, size
+        return q, kw, -corr, c_q, size
     bias = -torch.einsum("bgint,gio->bgont", grouped(corr, size), mixer)
-    return kw, bias.reshape(corr.shape), c_q, size
+    return q, kw, bias.reshape(corr.shape), c_q, size
 
 
-def post_values(v: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor, ops: Primitives) -> torch.Tensor:
-    """vw [B, H, N, g·c_q'·d] in v's dtype: for input head i, Ṽ^{(i)}_{a,o} over output heads o of its group,
+def post_values(
+    v: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor, dtype: torch.dtype, ops: Primitives
+) -> torch.Tensor:
+    """vw [B, H, N, g·c_q'·d] in `dtype`: for input head i, Ṽ^{(i)}_{a,o} over output heads o of its group,
     then taps a.
 
     v: [B, H, N, d]; kernel: [H, c_q', c_k']; mixer: [G, g, g] (only its group size is used here).
     """
     # Ṽ_a[c] reads v[c+h'-b]: a centred correlation with the columns flipped, the same for every source head o.
     size = mixer.shape[1]
-    return ops.token_conv(v, kernel.flip(-1).unsqueeze(1).expand(-1, size, -1, -1))
+    return ops.token_conv(v, kernel.flip(-1).unsqueeze(1).expand(-1, size, -1, -1), dtype)
 
 
 def probability_band(
@@ -189,18 +196,19 @@ def banded_mta(
     """Causal MTA (spec §1, no dropout) through one call of `ops.banded` (module doc).
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (grouped-query heads are repeated); kernels [H, c_q, c_k];
-    mixers [G, c, c]. The kernel operands stay in q's dtype; the small per-token tensors (Mask0 correction,
-    post-softmax recombination) are computed in float32 for half-precision inputs. Returns [B, H, N, d_v] in
+    mixers [G, c, c]. The kernel operands kw, vw and the query window are in q's dtype; the small per-token
+    tensors (Mask0 correction, post-softmax recombination) are computed in float32 for half-precision inputs. Returns [B, H, N, d_v] in
     q's dtype.
     """
     n_heads = q.shape[1]
     k, v = (expand_kv(x, n_heads) for x in (k, v))
-    kw, bias, taps, size = pre_operands(q, k, kernel_pre, head_mix_pre, scale, ops)
+    q_operand, kw, bias, taps, size = pre_operands(q, k, kernel_pre, head_mix_pre, scale, ops)
     if kernel_post is None and head_mix_post is None:
-        return ops.banded(q, kw, v, bias, taps, size)[0]
+        return ops.banded(q_operand, kw, v, bias, taps, size)[0]
     dtype = compute_dtype(q.dtype)
     identity = torch.ones(n_heads, 1, 1, dtype=dtype, device=q.device)  # a 1×1 kernel, or mixing groups of one
     kernel_post, head_mix_post = (identity if p is None else p.to(dtype) for p in (kernel_post, head_mix_post))
-    u, lse = ops.banded(q, kw, post_values(v, kernel_post, head_mix_post, ops), bias, taps, size)
-    band = probability_band(q, kw, bias, lse, (kernel_post.shape[2] - 1) // 2, taps, size)
-    return post_combine(u.to(dtype), v.to(dtype), kernel_post, head_mix_post, band).to(q.dtype)
+    vc = v.to(dtype)  # one float32 leaf for post_values and post_combine's correction, as for q and k
+    u, lse = ops.banded(q_operand, kw, post_values(vc, kernel_post, head_mix_post, v.dtype, ops), bias, taps, size)
+    band = probability_band(q_operand, kw, bias, lse, (kernel_post.shape[2] - 1) // 2, taps, size)
+    return post_combine(u.to(dtype), vc, kernel_post, head_mix_post, band).to(q.dtype)

@@ -1,7 +1,7 @@
 """The three tensor ops the Triton backend's glue is built from, as plain differentiable PyTorch.
 
     banded(q, kw, vw, bias, taps, group) -> (out, lse)   banded causal attention of qw = query_window(q, ...)
-    token_conv(x, weight) -> xw                           depthwise convolutions along tokens, heads in groups
+    token_conv(x, weight, dtype) -> xw                    depthwise convolutions along tokens, heads in groups
     diagonal_dots(q, k, width) -> future                  q_m · k_{m+δ} for the first `width` keys ahead
 
 These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention` and
@@ -66,12 +66,12 @@ def banded_attention_torch(
 
         scores[i, j] = qw_i · kw_j + bias[i, i-j] (0 <= i-j < W), causal softmax over j, out = P · vw,
 
-    with qw = query_window(q, taps, group). q: [B, H, N, d]; kw: [B, H, N, group·taps·d]; vw: [B, H, N, Dv];
-    bias: [B, H, N, W] or None. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N] (float32 for
+    with qw = query_window(q, taps, group). q: [B, H, N, d] (kw's dtype or float32); kw: [B, H, N, group·taps·d];
+    vw: [B, H, N, Dv]; bias: [B, H, N, W] or None. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N] (float32 for
     half-precision inputs).
     """
     qw = query_window(q, taps, group)
-    dtype = compute_dtype(qw.dtype)
+    dtype = compute_dtype(kw.dtype)
     seq_len = qw.shape[2]
     scores = torch.matmul(qw.to(dtype), kw.to(dtype).transpose(-1, -2))
     if bias is not None and bias.shape[-1] > 0:
@@ -82,20 +82,20 @@ def banded_attention_torch(
     return out.to(vw.dtype), lse
 
 
-def token_conv_torch(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def token_conv_torch(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Depthwise cross-correlations along tokens, centred, mixing the heads of a group:
 
         out[h, r, (i, a, e)] = Σ_t weight[h, i, a, t] · x[first head of h's group + i, r + t - (c_k-1)/2, e]
 
     x: [B, H, N, d]; weight: [H, g, c_q, c_k] (c_k odd); zeros outside [0, N). Returns [B, H, N, g·c_q·d] in
-    x's dtype, computed in float32 for half-precision x.
+    `dtype`, computed in float32 for half-precision x or dtype.
     """
     batch, n_heads, seq_len, _ = x.shape
     size, c_q, c_k = weight.shape[1:]
-    dtype = compute_dtype(x.dtype)
-    windows = grouped(row_window(x.to(dtype), (c_k - 1) // 2, (c_k - 1) // 2), size)  # [B, G, i, N, t, d]
-    out = torch.einsum("bginte,goiat->bgoniae", windows, grouped(weight.to(dtype).unsqueeze(0), size)[0])
-    return out.reshape(batch, n_heads, seq_len, -1).to(x.dtype)
+    work = compute_dtype(torch.promote_types(x.dtype, dtype))
+    windows = grouped(row_window(x.to(work), (c_k - 1) // 2, (c_k - 1) // 2), size)  # [B, G, i, N, t, d]
+    out = torch.einsum("bginte,goiat->bgoniae", windows, grouped(weight.to(work).unsqueeze(0), size)[0])
+    return out.reshape(batch, n_heads, seq_len, -1).to(dtype)
 
 
 def diagonal_dots_torch(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.Tensor:

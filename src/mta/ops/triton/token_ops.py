@@ -129,13 +129,13 @@ def _dots_grad_kernel(Q, K, DOUT, DQ, DK, N, D, W, BLOCK_R: tl.constexpr, BLOCK_
 
 
 class TokenConv(torch.autograd.Function):
-    """x [B, H, N, d], weight [H, g, c_q, c_k] float32 -> [B, H, N, g·c_q·d] in x's dtype (`primitives.token_conv_torch`)."""
+    """x [B, H, N, d], weight [H, g, c_q, c_k] float32 -> [B, H, N, g·c_q·d] in dtype (`primitives.token_conv_torch`)."""
 
     @staticmethod
-    def forward(ctx, x, weight):
+    def forward(ctx, x, weight, dtype):
         batch, n_heads, seq_len, head_dim = x.shape
         size, c_q, c_k = weight.shape[1:]
-        out = torch.empty((batch, n_heads, seq_len, size * c_q * head_dim), dtype=x.dtype, device=x.device)
+        out = torch.empty((batch, n_heads, seq_len, size * c_q * head_dim), dtype=dtype, device=x.device)
         grid = (size, triton.cdiv(seq_len, BLOCK_R), batch * n_heads)
         _conv_kernel[grid](x, weight, out, seq_len, head_dim, n_heads, size, c_q, c_k,
                            BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
@@ -155,11 +155,11 @@ class TokenConv(torch.autograd.Function):
         _conv_input_grad_kernel[(tiles, batch * n_heads)](d_out, weight, dx, *args, **meta)
         partial = torch.empty((batch, n_heads, tiles, size * c_q, c_k), dtype=torch.float32, device=x.device)
         _conv_weight_grad_kernel[(size, tiles, batch * n_heads)](d_out, x, partial, *args, **meta)
-        return dx, partial.sum((0, 2)).view(weight.shape).to(weight.dtype)
+        return dx, partial.sum((0, 2)).view(weight.shape).to(weight.dtype), None
 
 
 class DiagonalDots(torch.autograd.Function):
-    """q, k [B, H, N, d] -> float32 [B, H, N, width] (`primitives.diagonal_dots_torch`)."""
+    """q, k [B, H, N, d] (any of fp16/bf16/fp32 each) -> float32 [B, H, N, width] (`primitives.diagonal_dots_torch`)."""
 
     @staticmethod
     def forward(ctx, q, k, width):
@@ -181,9 +181,9 @@ class DiagonalDots(torch.autograd.Function):
         return dq, dk, None
 
 
-def token_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Fused `primitives.token_conv_torch`: x [B, H, N, d] (fp16/bf16/fp32), weight [H, g, c_q, c_k]."""
-    return TokenConv.apply(x.contiguous(), weight.float().contiguous())
+def token_conv(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Fused `primitives.token_conv_torch`: x [B, H, N, d] and dtype among fp16/bf16/fp32, weight [H, g, c_q, c_k]."""
+    return TokenConv.apply(x.contiguous(), weight.float().contiguous(), dtype)
 
 
 def diagonal_dots(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.Tensor:
