@@ -22,11 +22,9 @@ def _block_e(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-@triton.jit
-def _load_rows(X, rows, dims, N, D, STRIDE):
-    """float32 X[rows, dims] of N rows STRIDE apart, zeros outside [0, N) × [0, D)."""
-    mask = (rows[:, None] >= 0) & (rows[:, None] < N) & (dims[None, :] < D)
-    return tl.load(X + rows[:, None] * STRIDE + dims[None, :], mask=mask, other=0.0).to(tl.float32)
+# Loads are written out in each kernel rather than through a helper: the interpreter re-patches Triton on every
+# nested jit call, which in these inner loops would dominate the CPU tests. Each `tl.load` reads a [BLOCK_R,
+# BLOCK_E] tile of rows `r` (zeros outside [0, N)) and the d columns (zeros past d), converted to float32.
 
 
 @triton.jit
@@ -39,16 +37,20 @@ def _conv_kernel(X, WEIGHT, OUT, N, D, H, G, C_Q, C_K, BLOCK_R: tl.constexpr, BL
     h = bh % H
     X += (bh - h % G + i) * N * D  # source head: first head of the group + i
     dims = tl.arange(0, BLOCK_E)
+    in_d = dims[None, :] < D
     width = G * C_Q * D
-    mask = (rows[:, None] < N) & (dims[None, :] < D)
+    first_row = rows - (C_K - 1) // 2
     for a in range(C_Q):
         col = i * C_Q + a
+        taps = WEIGHT + (h * G * C_Q + col) * C_K
         acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
         for t in range(C_K):
-            w = tl.load(WEIGHT + (h * G * C_Q + col) * C_K + t)
-            acc += w * _load_rows(X, rows + t - (C_K - 1) // 2, dims, N, D, D)
+            w = tl.load(taps + t)
+            r = first_row + t
+            acc += w * tl.load(X + r[:, None] * D + dims[None, :], mask=((r >= 0) & (r < N))[:, None] & in_d,
+                               other=0.0).to(tl.float32)
         tl.store(OUT + bh * N * width + rows[:, None] * width + col * D + dims[None, :],
-                 acc.to(OUT.dtype.element_ty), mask=mask)
+                 acc.to(OUT.dtype.element_ty), mask=(rows[:, None] < N) & in_d)
 
 
 @triton.jit
@@ -60,17 +62,22 @@ def _conv_input_grad_kernel(DOUT, WEIGHT, DX, N, D, H, G, C_Q, C_K, BLOCK_R: tl.
     i = (src % H) % G
     first = src - i  # (batch, head) index of the group's first head
     dims = tl.arange(0, BLOCK_E)
+    in_d = dims[None, :] < D
     width = G * C_Q * D
+    last_row = rows + (C_K - 1) // 2
     acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
     for o in range(G):
         for a in range(C_Q):
             col = i * C_Q + a
+            grads = DOUT + (first + o) * N * width + col * D
+            taps = WEIGHT + (((first + o) % H) * G * C_Q + col) * C_K
             for t in range(C_K):
-                w = tl.load(WEIGHT + (((first + o) % H) * G * C_Q + col) * C_K + t)
-                grad = _load_rows(DOUT + (first + o) * N * width + col * D, rows - t + (C_K - 1) // 2, dims, N, D, width)
-                acc += w * grad
-    mask = (rows[:, None] < N) & (dims[None, :] < D)
-    tl.store(DX + src * N * D + rows[:, None] * D + dims[None, :], acc.to(DX.dtype.element_ty), mask=mask)
+                w = tl.load(taps + t)
+                r = last_row - t
+                acc += w * tl.load(grads + r[:, None] * width + dims[None, :],
+                                   mask=((r >= 0) & (r < N))[:, None] & in_d, other=0.0).to(tl.float32)
+    tl.store(DX + src * N * D + rows[:, None] * D + dims[None, :], acc.to(DX.dtype.element_ty),
+             mask=(rows[:, None] < N) & in_d)
 
 
 @triton.jit
@@ -83,13 +90,18 @@ def _conv_weight_grad_kernel(DOUT, X, PARTIAL, N, D, H, G, C_Q, C_K, BLOCK_R: tl
     bh = tl.program_id(2).to(tl.int64)
     X += (bh - (bh % H) % G + i) * N * D
     dims = tl.arange(0, BLOCK_E)
+    in_d = dims[None, :] < D
     width = G * C_Q * D
+    first_row = rows - (C_K - 1) // 2
     for a in range(C_Q):
         col = i * C_Q + a
-        grad = _load_rows(DOUT + bh * N * width + col * D, rows, dims, N, D, width)
+        grad = tl.load(DOUT + bh * N * width + rows[:, None] * width + col * D + dims[None, :],
+                       mask=(rows[:, None] < N) & in_d, other=0.0).to(tl.float32)
         partial = PARTIAL + ((bh * tl.num_programs(1) + tile) * G * C_Q + col) * C_K
         for t in range(C_K):
-            x = _load_rows(X, rows + t - (C_K - 1) // 2, dims, N, D, D)
+            r = first_row + t
+            x = tl.load(X + r[:, None] * D + dims[None, :], mask=((r >= 0) & (r < N))[:, None] & in_d,
+                        other=0.0).to(tl.float32)
             tl.store(partial + t, tl.sum(tl.sum(grad * x, 1), 0))
 
 
@@ -98,10 +110,14 @@ def _dots_kernel(Q, K, OUT, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexp
     """Grid (token tiles, B·H): OUT[bh, m, δ-1] = Q[m] · K[m+δ] for δ = 1 … W."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(1).to(tl.int64)
+    Q += bh * N * D
+    K += bh * N * D
     dims = tl.arange(0, BLOCK_E)
-    q = _load_rows(Q + bh * N * D, rows, dims, N, D, D)
+    in_d = dims[None, :] < D
+    q = tl.load(Q + rows[:, None] * D + dims[None, :], mask=(rows[:, None] < N) & in_d, other=0.0).to(tl.float32)
     for delta in range(1, W + 1):
-        k = _load_rows(K + bh * N * D, rows + delta, dims, N, D, D)
+        r = rows + delta
+        k = tl.load(K + r[:, None] * D + dims[None, :], mask=(r[:, None] < N) & in_d, other=0.0).to(tl.float32)
         tl.store(OUT + bh * N * W + rows * W + delta - 1, tl.sum(q * k, 1), mask=rows < N)
 
 
@@ -114,15 +130,19 @@ def _dots_grad_kernel(Q, K, DOUT, DQ, DK, N, D, W, BLOCK_R: tl.constexpr, BLOCK_
     K += bh * N * D
     DOUT += bh * N * W
     dims = tl.arange(0, BLOCK_E)
+    in_d = dims[None, :] < D
     dq = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
     dk = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
     for delta in range(1, W + 1):
         ahead, behind = rows + delta, rows - delta
-        g_ahead = tl.load(DOUT + rows * W + delta - 1, mask=ahead < N, other=0.0)
-        dq += g_ahead[:, None] * _load_rows(K, ahead, dims, N, D, D)
-        g_behind = tl.load(DOUT + behind * W + delta - 1, mask=(behind >= 0) & (behind < N), other=0.0)
-        dk += g_behind[:, None] * _load_rows(Q, behind, dims, N, D, D)
-    mask = (rows[:, None] < N) & (dims[None, :] < D)
+        in_ahead, in_behind = ahead < N, (behind >= 0) & (behind < N)
+        g_ahead = tl.load(DOUT + rows * W + delta - 1, mask=in_ahead, other=0.0)
+        k = tl.load(K + ahead[:, None] * D + dims[None, :], mask=in_ahead[:, None] & in_d, other=0.0)
+        dq += g_ahead[:, None] * k.to(tl.float32)
+        g_behind = tl.load(DOUT + behind * W + delta - 1, mask=in_behind, other=0.0)
+        q = tl.load(Q + behind[:, None] * D + dims[None, :], mask=in_behind[:, None] & in_d, other=0.0)
+        dk += g_behind[:, None] * q.to(tl.float32)
+    mask = (rows[:, None] < N) & in_d
     offsets = bh * N * D + rows[:, None] * D + dims[None, :]
     tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty), mask=mask)
     tl.store(DK + offsets, dk.to(DK.dtype.element_ty), mask=mask)
