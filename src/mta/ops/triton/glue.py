@@ -197,8 +197,8 @@ def banded_mta(
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (grouped-query heads are repeated); kernels [H, c_q, c_k];
     mixers [G, c, c]. The kernel operands kw, vw and the query window are in q's dtype; the small per-token
-    tensors (Mask0 correction, post-softmax recombination) are computed in float32 for half-precision inputs. Returns [B, H, N, d_v] in
-    q's dtype.
+    tensors (Mask0 correction, post-softmax recombination) are computed in float32 for half-precision inputs.
+    Returns [B, H, N, d_v] in q's dtype.
     """
     n_heads = q.shape[1]
     k, v = (expand_kv(x, n_heads) for x in (k, v))
