@@ -1,20 +1,23 @@
-"""The Triton backend's algebra (mta.ops.triton.glue) with a materialised banded attention, against the reference.
+"""The Triton backend's algebra (mta.ops.triton.glue) with the PyTorch primitives, against the reference.
 
 No Triton needed: this checks that MTA == glue + one banded causal attention, forward and every gradient,
-in float64, before any kernel is involved.
+in float64, before any kernel is involved; and the primitives against explicit loops.
 """
 
 
 import pytest
 import torch
 
-from mta.ops.triton.glue import band_matrix, banded_attention_torch, banded_mta
+from mta.ops.triton.glue import banded_mta
+from mta.ops.triton.primitives import (
+    TORCH_PRIMITIVES, band_matrix, banded_attention_torch, diagonal_dots_torch, query_window, token_conv_torch,
+)
 from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, assert_matches_reference, build_options, combination_id, make_inputs
 
 def compare_with_reference(q, k, v, options, rtol=1e-10, atol=1e-10):
     def run(q, k, v, options, scale):
         full = {name: options.get(name) for name in OPTION_NAMES}
-        return banded_mta(q, k, v, **full, scale=scale, banded=banded_attention_torch)
+        return banded_mta(q, k, v, **full, scale=scale, ops=TORCH_PRIMITIVES)
 
     assert_matches_reference(run, q, k, v, options, rtol, atol, reference_dtype=None)
 
@@ -74,3 +77,25 @@ def test_banded_attention_torch_matches_explicit_softmax():
         torch.testing.assert_close(out[0, :, i], expected)
     matrix = band_matrix(bias, 7)
     assert matrix[0, 1, 5, 3] == bias[0, 1, 5, 2] and matrix[0, 1, 5, 2] == 0 and matrix[0, 1, 1, 2] == 0
+
+
+def test_primitives_match_explicit_loops():
+    gen = torch.Generator().manual_seed(6)
+    batch, heads, seq_len, head_dim, size, c_q, c_k = 1, 4, 6, 2, 2, 2, 3
+    x, y = (torch.randn(batch, heads, seq_len, head_dim, generator=gen, dtype=torch.float64) for _ in range(2))
+    weight = torch.randn(heads, size, c_q, c_k, generator=gen, dtype=torch.float64)
+    conv = token_conv_torch(x, weight, x.dtype).view(batch, heads, seq_len, size, c_q, head_dim)
+    window = query_window(x, c_q, size).view(batch, heads, seq_len, size, c_q, head_dim)
+    dots = diagonal_dots_torch(x, y, 3)
+    for h in range(heads):
+        for r in range(seq_len):
+            for i in range(size):
+                src = h // size * size + i
+                for a in range(c_q):
+                    expected = sum(weight[h, i, a, t] * x[0, src, r + t - 1] for t in range(c_k) if 0 <= r + t - 1 < seq_len)
+                    torch.testing.assert_close(conv[0, h, r, i, a], expected + torch.zeros(head_dim, dtype=x.dtype))
+                    row = r - (c_q - 1) + a
+                    torch.testing.assert_close(window[0, h, r, i, a], x[0, src, row] if row >= 0 else x.new_zeros(head_dim))
+            for delta in range(1, 4):
+                expected = x[0, h, r] @ y[0, h, r + delta] if r + delta < seq_len else x.new_zeros(())
+                torch.testing.assert_close(dots[0, h, r, delta - 1], expected)

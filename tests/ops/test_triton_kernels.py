@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 
 from mta.ops.triton import function  # noqa: E402  (after TRITON_INTERPRET is set)
 from mta.ops.triton.function import BlockConfig, banded_flash_attention  # noqa: E402
-from mta.ops.triton.glue import banded_attention_torch  # noqa: E402
+from mta.ops.triton.primitives import banded_attention_torch  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2}
@@ -32,10 +32,11 @@ def nan_outputs(monkeypatch):
     monkeypatch.setattr(function, "empty_output", nan_filled)
 
 
-def make_operands(seq_len, dqk, dv, width, dtype, batch=1, heads=1, seed=0):
-    """qw, kw, vw in `dtype` and a float32 bias (None for width None), all requiring grad."""
+def make_operands(seq_len, dqk, dv, width, dtype, batch=1, heads=1, seed=0, window=(1, 1)):
+    """q (of d = dqk / (taps·group) for window = (taps, group)), kw, vw in `dtype` and a float32 bias (None for
+    width None), all requiring grad."""
     gen = torch.Generator().manual_seed(seed)
-    qw = torch.randn(batch, heads, seq_len, dqk, generator=gen) * dqk**-0.25
+    qw = torch.randn(batch, heads, seq_len, dqk // (window[0] * window[1]), generator=gen) * dqk**-0.25
     kw = torch.randn(batch, heads, seq_len, dqk, generator=gen) * dqk**-0.25
     vw = torch.randn(batch, heads, seq_len, dv, generator=gen)
     bias = None if width is None else torch.randn(batch, heads, seq_len, width, generator=gen)
@@ -43,12 +44,12 @@ def make_operands(seq_len, dqk, dv, width, dtype, batch=1, heads=1, seed=0):
     return [x.requires_grad_() for x in tensors]
 
 
-def check_against_torch(operands, config, dtype):
-    """Forward and the gradients of every operand for random d_out and d_lse."""
+def check_against_torch(operands, config, dtype, window=(1, 1)):
+    """Forward and the gradients of every operand (q, kw, vw, bias) for random d_out and d_lse."""
     qw, kw, vw, *rest = operands
     bias = rest[0] if rest else None
-    out, lse = banded_flash_attention(qw, kw, vw, bias, config)
-    ref_out, ref_lse = banded_attention_torch(qw, kw, vw, bias)
+    out, lse = banded_flash_attention(qw, kw, vw, bias, config, *window)
+    ref_out, ref_lse = banded_attention_torch(qw, kw, vw, bias, *window)
     gen = torch.Generator().manual_seed(1)
     d_out = torch.randn(out.shape, generator=gen).to(DEVICE, out.dtype)
     d_lse = torch.randn(lse.shape, generator=gen).to(DEVICE)
@@ -58,7 +59,7 @@ def check_against_torch(operands, config, dtype):
     )
     assert out.dtype == dtype and lse.dtype == torch.float32
     pairs = [("out", out, ref_out), ("lse", lse, ref_lse.float())]
-    pairs += [(f"grad of {name}", got, ref) for name, got, ref in zip(["qw", "kw", "vw", "bias"], grads, ref_grads)]
+    pairs += [(f"grad of {name}", got, ref) for name, got, ref in zip(["q", "kw", "vw", "bias"], grads, ref_grads)]
     for name, got, ref in pairs:
         if dtype == torch.bfloat16:
             # bf16 operands (8-bit mantissa) of wide products: bound the error relative to the tensor's size, as
@@ -92,6 +93,34 @@ def test_matches_torch(seq_len, dqk, dv, width, config, dtype):
     check_against_torch(make_operands(seq_len, dqk, dv, width, dtype), config, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    "seq_len,heads,d,window,config",
+    [
+        (37, 1, 16, (3, 1), BlockConfig(16, 16, 16, 16)),  # a query window of 3 taps
+        (37, 4, 8, (2, 2), BlockConfig(16, 16, 16, 16, block=16)),  # taps and heads of a group, two key blocks
+        (5, 2, 16, (6, 1), BlockConfig(16, 16, 32, 16)),  # more taps than half the tokens
+    ],
+)
+def test_query_window(seq_len, heads, d, window, config, dtype):
+    """q enters through qw = query_window(q, taps, group): its gradient is the window's adjoint."""
+    dqk = d * window[0] * window[1]
+    operands = make_operands(seq_len, dqk, 16, 4, dtype, batch=2, heads=heads, window=window)
+    check_against_torch(operands, config, dtype, window)
+
+
+def test_float32_queries_half_operands():
+    """q in float32 (a leaf other ops share) with float16 kw, vw: rounded for the kernel, gradient in float32."""
+    q, kw, vw, bias = make_operands(29, 48, 16, 5, torch.float16, heads=2, window=(3, 1))
+    q32 = q.detach().float().requires_grad_()
+    out, lse = banded_flash_attention(q32, kw, vw, bias, BlockConfig(16, 16, 16, 16), 3, 1)
+    ref_out, ref_lse = banded_attention_torch(q, kw, vw, bias, 3, 1)
+    torch.testing.assert_close(out, ref_out, rtol=2e-2, atol=2e-2)
+    grad, ref_grad = (torch.autograd.grad(lse.sum(), x)[0] for x, lse in ((q32, lse), (q, ref_lse)))
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(grad, ref_grad.float(), rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="bfloat16 tl.dot and the autotuner need a GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -117,3 +146,5 @@ def test_rejects_mismatched_operands():
         banded_flash_attention(qw, kw.half(), vw)
     with pytest.raises(ValueError, match="bias"):
         banded_flash_attention(qw, kw, vw, torch.zeros(1, 2, 7, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="taps = 2"):
+        banded_flash_attention(qw, kw, vw, taps=2)

@@ -1,8 +1,9 @@
-"""Fused Triton backend of Multi-Token Attention: one banded flash-attention kernel plus O(N) PyTorch glue.
+"""Fused Triton backend of Multi-Token Attention: one banded flash-attention kernel plus O(N) glue.
 
-`glue` reduces every MTA option to one call of a generic banded causal attention; `kernels` implements that
-attention (forward and backward) in Triton and `function` wraps it in an autograd.Function. Importing this
-package needs no Triton: the kernels are imported on first use.
+`glue` reduces every MTA option to one call of a generic banded causal attention and two token-axis ops
+(`primitives` defines all three in PyTorch); `kernels` implements that attention (forward and backward) in
+Triton, `function` wraps it in an autograd.Function, and `token_ops` fuses the two token-axis ops. Importing
+this package needs no Triton: the kernels are imported on first use.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import torch
 
 from .glue import banded_mta
+from .primitives import Primitives
 
 __all__ = ["triton_attention", "is_available"]
 
@@ -62,9 +64,13 @@ def triton_attention(
             f"backend 'triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1), got q on {q.device}"
         )
     from .function import banded_flash_attention
+    from .token_ops import diagonal_dots, token_conv
+
+    def banded(q, kw, vw, bias, taps, group):
+        return banded_flash_attention(q, kw, vw, bias, config, taps, group)
 
     return banded_mta(
         q, k, v,
         kernel_pre=kernel_pre, kernel_post=kernel_post, head_mix_pre=head_mix_pre, head_mix_post=head_mix_post,
-        scale=scale, banded=lambda qw, kw, vw, bias: banded_flash_attention(qw, kw, vw, bias, config),
+        scale=scale, ops=Primitives(banded, token_conv, diagonal_dots),
     )

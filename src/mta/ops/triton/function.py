@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 
 from . import kernels
+from .interpreter import INTERPRETING
+from .primitives import query_window
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _fix_interpreter_scalar_index() -> None:
-    """Triton 3.6's interpreter turns a scalar into a Python int with int(array of shape [1]), which numpy >= 2.4
-    rejects, so any loop with a runtime bound fails (triton-lang/triton#9171). Re-patch it through .item()."""
-    from triton.runtime import interpreter
-
-    patch = interpreter._patch_lang_tensor
-    if getattr(patch, "scalar_index_fixed", False):
-        return
-
-    def fixed(tensor, scope):
-        patch(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    fixed.scalar_index_fixed = True
-    interpreter._patch_lang_tensor = fixed
-
-
-if INTERPRETING:
-    _fix_interpreter_scalar_index()
 
 
 @dataclass(frozen=True)
@@ -144,11 +123,12 @@ class _Operands:
 
 
 class BandedFlashAttention(torch.autograd.Function):
-    """(qw, kw, vw, bias) -> (out, lse); see kernels' module docstring. Arguments are prepared by
-    `banded_flash_attention`: contiguous, bias float32 or None."""
+    """(q, kw, vw, bias, config, taps, group) -> (out, lse) of qw = query_window(q, taps, group); see kernels'
+    module docstring. Arguments are prepared by `banded_flash_attention`: contiguous, bias float32 or None."""
 
     @staticmethod
-    def forward(ctx, qw, kw, vw, bias, config):
+    def forward(ctx, q, kw, vw, bias, config, taps, group):
+        qw = query_window(q.to(kw.dtype), taps, group).contiguous()
         ops = _Operands(qw, kw, vw, bias, config)
         n = ops.seq_len
         fused = _fused_forward(ops.dv, config)
@@ -167,7 +147,7 @@ class BandedFlashAttention(torch.autograd.Function):
                 torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
         out, lse = out.view(vw.shape), lse.view(qw.shape[:3])
         ctx.save_for_backward(qw, kw, vw, bias, out, lse)
-        ctx.config = config
+        ctx.config, ctx.window, ctx.q_dtype = config, (q.shape, taps, group), q.dtype
         return out, lse
 
     @staticmethod
@@ -179,7 +159,10 @@ class BandedFlashAttention(torch.autograd.Function):
         delta = ((d_out.float() * out.float()).sum(-1) - d_lse).reshape(ops.bh, n)
         d_out = d_out.reshape(ops.bh, n, ops.dv)
         lse = lse.reshape(ops.bh, n)
-        dqw = torch.zeros((ops.bh, n, ops.dqk), dtype=torch.float32, device=qw.device)  # summed over key blocks
+        q_shape, taps, group = ctx.window
+        # summed over key blocks, in float32; taps-1 zero rows past the end for `window_adjoint`
+        dqw = empty_output((ops.bh, n + taps - 1, ops.dqk), torch.float32, qw.device)
+        dqw[:, n:].zero_()
         dkw = empty_output((ops.bh, n, ops.dqk), qw.dtype, qw.device)
         dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
         dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
@@ -189,36 +172,74 @@ class BandedFlashAttention(torch.autograd.Function):
             p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
             torch.bmm(ds.transpose(1, 2), ops.qw[:, c0:], out=dkw[:, c0:c1])
             torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
-            dqw[:, c0:] += torch.bmm(ds, ops.kw[:, c0:c1])
+            part = torch.bmm(ds, ops.kw[:, c0:c1])
+            if c0 == 0:  # the first key block reaches every query: no zero fill to add to
+                dqw[:, :n].copy_(part)
+            else:
+                dqw[:, c0:n] += part
         if dbias is not None:
             # taps t > i have no key (j = i - t < 0): their gradient is 0
-            rows, taps = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
-            dbias.masked_fill_(taps > rows, 0.0)
-        return dqw.to(qw.dtype).view(qw.shape), dkw.view(kw.shape), dvw.view(vw.shape), dbias, None
+            rows, band = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
+            dbias.masked_fill_(band > rows, 0.0)
+        dq = window_adjoint(dqw, q_shape, taps, group).to(ctx.q_dtype)
+        return dq, dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
+
+
+def window_adjoint(dqw: torch.Tensor, q_shape: torch.Size, taps: int, group: int) -> torch.Tensor:
+    """The gradient of q from that of qw = query_window(q, taps, group), summed in dqw's dtype.
+
+    dqw: [B·H, N + taps-1, group·taps·d] contiguous, its last taps-1 rows zero; returns [B, H, N, d].
+    dq[h', m] = Σ_{h of the group} Σ_a dqw[h, m + taps-1 - a, (i, a)] for h' = first head + i: one strided view
+    dqw[h, m + a', (i, taps-1-a')] (a' = taps-1-a) holds every term once.
+    """
+    if taps == 1 and group == 1:
+        return dqw.view(q_shape)
+    batch, n_heads, seq_len, head_dim = q_shape
+    rows, dqk = dqw.shape[1:]
+    terms = dqw.as_strided(
+        (batch * n_heads, seq_len, group, taps, head_dim),
+        (rows * dqk, dqk, taps * head_dim, dqk - head_dim, 1),
+        dqw.storage_offset() + (taps - 1) * head_dim,
+    )
+    dq = terms.sum(3)  # [B·H, N, i, d] for each head h of a group
+    if group > 1:
+        dq = dq.view(batch, n_heads // group, group, seq_len, group, head_dim).sum(2).transpose(2, 3)
+    return dq.reshape(q_shape)
 
 
 def banded_flash_attention(
-    qw: torch.Tensor,
+    q: torch.Tensor,
     kw: torch.Tensor,
     vw: torch.Tensor,
     bias: torch.Tensor | None = None,
     config: BlockConfig | None = None,
+    taps: int = 1,
+    group: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused banded causal attention (kernels' module docstring), differentiable in every input.
+    """Fused banded causal attention (kernels' module docstring) of qw = primitives.query_window(q, taps, group),
+    differentiable in every input.
 
-    qw, kw: [B, H, N, Dqk]; vw: [B, H, N, Dv], one dtype among float16, bfloat16, float32 (any Dqk, Dv >= 1;
-    multiples of 16 keep the tiles full). bias: [B, H, N, W] (W >= 0, computed in float32) or None.
-    config: tile sizes; None autotunes on a GPU and takes BlockConfig() under TRITON_INTERPRET=1.
-    Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N] float32 (the row logsumexp of the scores).
+    q: [B, H, N, d] (H a multiple of group); kw: [B, H, N, Dqk], Dqk = group·taps·d; vw: [B, H, N, Dv]; kw and
+    vw of one dtype among float16, bfloat16, float32 (any Dqk, Dv >= 1; multiples of 16 keep the tiles full), q
+    of that dtype or float32 (rounded to kw's for the kernel; its gradient stays float32).
+    bias: [B, H, N, W] (W >= 0, computed in float32) or None. config: tile sizes; None autotunes on a GPU and
+    takes BlockConfig() under TRITON_INTERPRET=1. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N]
+    float32 (the row logsumexp of the scores). The gradient of q is summed from qw's in float32.
     """
-    if qw.dtype not in KERNEL_DTYPES or kw.dtype != qw.dtype or vw.dtype != qw.dtype:
+    if kw.dtype not in KERNEL_DTYPES or vw.dtype != kw.dtype or q.dtype not in (kw.dtype, torch.float32):
         raise ValueError(
-            f"qw, kw, vw must share one dtype among {KERNEL_DTYPES}, got {qw.dtype}, {kw.dtype}, {vw.dtype}"
+            f"kw, vw must share one dtype among {KERNEL_DTYPES} and q have it or float32, got {q.dtype}, {kw.dtype}, "
+            f"{vw.dtype}"
         )
-    if qw.dim() != 4 or kw.shape != qw.shape or vw.shape[:3] != qw.shape[:3]:
-        raise ValueError(f"qw, kw must be [B, H, N, Dqk] and vw [B, H, N, Dv], got {qw.shape}, {kw.shape}, {vw.shape}")
-    if bias is not None and (bias.dim() != 4 or bias.shape[:3] != qw.shape[:3]):
-        raise ValueError(f"bias must be [B, H, N, W] with [B, H, N] = {tuple(qw.shape[:3])}, got {tuple(bias.shape)}")
+    if q.dim() != 4 or q.shape[1] % group or kw.shape != (*q.shape[:3], group * taps * q.shape[3]):
+        raise ValueError(
+            f"q must be [B, H, N, d] with H a multiple of group = {group} and kw [B, H, N, group·taps·d] with "
+            f"taps = {taps}, got {tuple(q.shape)}, {tuple(kw.shape)}"
+        )
+    if vw.dim() != 4 or vw.shape[:3] != q.shape[:3]:
+        raise ValueError(f"vw must be [B, H, N, Dv] with [B, H, N] = {tuple(q.shape[:3])}, got {tuple(vw.shape)}")
+    if bias is not None and (bias.dim() != 4 or bias.shape[:3] != q.shape[:3]):
+        raise ValueError(f"bias must be [B, H, N, W] with [B, H, N] = {tuple(q.shape[:3])}, got {tuple(bias.shape)}")
     if bias is not None:
         bias = bias.float().contiguous()
-    return BandedFlashAttention.apply(qw.contiguous(), kw.contiguous(), vw.contiguous(), bias, config)
+    return BandedFlashAttention.apply(q.contiguous(), kw.contiguous(), vw.contiguous(), bias, config, taps, group)

@@ -1,19 +1,21 @@
-"""Multi-Token Attention as one banded causal attention plus O(N) PyTorch glue (spec §1).
+"""Multi-Token Attention as one banded causal attention plus O(N) glue (spec §1).
 
 Every MTA option is linear either in the logits (pre-softmax conv and head mixing) or in the probabilities
 (post-softmax conv and head mixing), so the whole op reduces to one generic kernel
 
-    banded(qw, kw, vw, bias) -> (out, lse),
+    banded(q, kw, vw, bias, taps, g) -> (out, lse),
     scores[i, j] = qw_i · kw_j + bias[i, i-j] (0 <= i-j < W), causal softmax over j, out = P · vw,
 
-and cheap per-token tensors around it that autograd differentiates. Per head, with scale s:
+where qw = query_window(q, taps, g) concatenates the last `taps` queries of the g heads of a group, plus two
+cheap token-axis ops (`primitives`: token_conv, diagonal_dots) whose fused versions read and write the kernel's
+operands in the input dtype, accumulating in float32. Per head, with scale s:
 
 Pre-softmax conv θ [c_q, c_k], P0 = c_q-1, hk = (c_k-1)/2 (shared/kernel-notes.md (a)):
-    Q̃_i = concat_a q[i-P0+a],  K̃_j = concat_a Σ_b θ[a,b] k[j-hk+b],  s Q̃_i·K̃_j = conv of the unmasked logits.
-    Mask0 removes the terms whose source key lies after their source query; for j <= i those sit on the
-    diagonals t = i-j < W = hk + P0 only, so bias = -Corr with
-    Corr[i, t] = s Σ_{a,b: δ>=1} θ[a,b] q[i-P0+a]·k[i-P0+a+δ],  δ = b - a - t - hk + P0.
-Pre-softmax mixing W[g, i, o]: qw_o = concat_i W[i,o] s Q̃_i, kw_o = concat_i K̃_i, bias_o = Σ_i W[i,o] bias_i.
+    qw_i = Q̃_i = concat_a q[i-P0+a],  kw_j = K̃_j = concat_a s Σ_b θ[a,b] k[j-hk+b]: Q̃_i·K̃_j = s · conv of the
+    unmasked logits. Mask0 removes the terms whose source key lies after their source query; for j <= i those
+    sit on the diagonals t = i-j < W = hk + P0 only, so bias = -Corr with, for F[m, δ] = q[m]·k[m+δ],
+    Corr[i, t] = s Σ_{a, δ>=1} θ[a, δ+a+t+hk-P0] F[i-P0+a, δ].
+Pre-softmax mixing W[g, i, o]: qw_o = concat_i Q̃_i, kw_o = concat_i W[i,o] K̃_i, bias_o = Σ_i W[i,o] bias_i.
 
 Post-softmax conv θ' [c_q', c_k'], P1 = c_q'-1, h' = (c_k'-1)/2 (kernel-notes (b)):
     Ṽ_a[c] = Σ_b θ'[a,b] v[c+h'-b],  O[i] = Σ_a (P Ṽ_a)[i-P1+a] - C[i],
@@ -22,56 +24,18 @@ Post-softmax conv θ' [c_q', c_k'], P1 = c_q'-1, h' = (c_k'-1)/2 (kernel-notes (
 Post-softmax mixing W': O_o = Σ_i W'[i,o] (masked conv_i(P_i)) v_o, so head i's kernel call takes the values
 of every output head o of its group, vw_i = concat_{o,a} Ṽ^{(i)}_{a,o}, and the glue recombines with W'.
 
-An absent kernel is the 1×1 identity and an absent mixer the identity over groups of one head.
+An absent pre kernel is the 1×1 identity and an absent pre mixer the identity over groups of one head; without
+any post option the kernel's output is the result.
 """
 
 from __future__ import annotations
-
-from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..reference import causal_future, compute_dtype, expand_kv
-
-INT32_MAX = 2**31 - 1
-# banded(qw, kw, vw, bias) -> (out, lse), see `banded_attention_torch`
-Banded = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
-
-
-def band_matrix(bias: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """[B, H, N, W] band -> [B, H, N, N] matrix M with M[i, i-t] = bias[i, t] for 0 <= t < W, i-t >= 0, else 0."""
-    rows = torch.arange(seq_len, device=bias.device)
-    diag = rows.unsqueeze(1) - rows.unsqueeze(0)
-    inside = (diag >= 0) & (diag < bias.shape[-1])
-    index = diag.clamp(0, bias.shape[-1] - 1).expand(*bias.shape[:2], seq_len, seq_len)
-    return torch.where(inside, bias.gather(-1, index), bias.new_zeros(()))
-
-
-def banded_attention_torch(
-    qw: torch.Tensor, kw: torch.Tensor, vw: torch.Tensor, bias: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialised banded causal attention, the oracle for the Triton kernel (same contract).
-
-    qw, kw: [B, H, N, Dqk]; vw: [B, H, N, Dv]; bias: [B, H, N, W] or None.
-    Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N] (float32 for half-precision inputs).
-    """
-    dtype = compute_dtype(qw.dtype)
-    seq_len = qw.shape[2]
-    scores = torch.matmul(qw.to(dtype), kw.to(dtype).transpose(-1, -2))
-    if bias is not None and bias.shape[-1] > 0:
-        scores = scores + band_matrix(bias.to(dtype), seq_len)
-    scores = scores.masked_fill(causal_future(seq_len, seq_len, 0, qw.device), float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vw.to(dtype))
-    return out.to(vw.dtype), lse
-
-
-def row_window(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """[B, H, N, F] -> [B, H, N, before+after+1, F]: window[i, e] = x[i-before+e], zeros outside [0, N)."""
-    padded = F.pad(x, (0, 0, before, after))
-    return padded.unfold(2, before + after + 1, 1).transpose(-1, -2)
+from ..reference import compute_dtype, expand_kv
+from .primitives import Primitives, grouped, query_window, row_window
 
 
 def shift_rows(x: torch.Tensor, shift: int) -> torch.Tensor:
@@ -80,22 +44,6 @@ def shift_rows(x: torch.Tensor, shift: int) -> torch.Tensor:
     if shift >= 0:
         return F.pad(x, (0, 0, shift, 0))[:, :, :seq_len]
     return F.pad(x, (0, 0, 0, -shift))[:, :, -shift:]
-
-
-def centred_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise 1-D cross-correlation along tokens, centred: a cheap conv1d instead of a c_k-wide window.
-
-    x: [B, C, N] (channels first); kernel: [C, c_out, c_k], c_k odd, c_out outputs per channel.
-    Returns [B, C, c_out, N] with out[c, a, j] = Σ_b kernel[c, a, b] · x[c, j-(c_k-1)/2+b], zeros outside [0, N).
-    """
-    channels, c_out, c_k = kernel.shape
-    weight = kernel.reshape(channels * c_out, 1, c_k)
-    # CUDA's depthwise convolution indexes with 32 bits: split the batch so that each output fits.
-    per_sample = channels * c_out * x.shape[-1]
-    step = max(1, INT32_MAX // max(per_sample, 1))
-    out = torch.cat([F.conv1d(x[b : b + step], weight, padding=(c_k - 1) // 2, groups=channels)
-                     for b in range(0, x.shape[0], step)])
-    return out.reshape(x.shape[0], channels, c_out, x.shape[-1])
 
 
 def gather_taps(kernel: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
@@ -107,23 +55,14 @@ def gather_taps(kernel: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
     return taps * ((tap >= 0) & (tap < c_k)).to(kernel.dtype)
 
 
-def dot_ahead(q: torch.Tensor, k: torch.Tensor, delta: int) -> torch.Tensor:
-    """[B, H, N]: q[m]·k[m+delta], zero past the last key. Slices are views, so autograd keeps no copies."""
-    seq_len = q.shape[2]
-    if delta >= seq_len:
-        return q.new_zeros(q.shape[:3])
-    return F.pad((q[:, :, : seq_len - delta] * k[:, :, delta:]).sum(-1), (0, delta))
-
-
-def mask0_correction(q: torch.Tensor, k: torch.Tensor, kernel: torch.Tensor, scale: float) -> torch.Tensor:
+def mask0_correction(future: torch.Tensor, kernel: torch.Tensor, scale: float) -> torch.Tensor:
     """Corr [B, H, N, W], W = hk + P0: the pre-conv terms that Mask0 removes, on diagonal t = i-j (module doc).
 
-    q, k: [B, H, N, d]; kernel: [H, c_q, c_k].
+    future: [B, H, N, W], future[m, δ-1] = q[m]·k[m+δ] (`diagonal_dots`); kernel: [H, c_q, c_k].
     """
     c_q, c_k = kernel.shape[1:]
     p0, hk = c_q - 1, (c_k - 1) // 2
     width = hk + p0
-    future = torch.stack([dot_ahead(q, k, delta) for delta in range(1, width + 1)], dim=-1)  # [B, H, N, δ-1]
     device = kernel.device
     a = torch.arange(c_q, device=device).view(c_q, 1, 1)
     t = torch.arange(width, device=device).view(1, width, 1)
@@ -132,67 +71,71 @@ def mask0_correction(q: torch.Tensor, k: torch.Tensor, kernel: torch.Tensor, sca
     return scale * torch.einsum("bhiae,hate->bhit", row_window(future, p0, 0), taps)
 
 
-def grouped(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, H, ...] -> [B, H/size, size, ...]: heads in groups of `size` consecutive heads."""
-    return x.reshape(x.shape[0], x.shape[1] // size, size, *x.shape[2:])
-
-
 def pre_operands(
-    q: torch.Tensor, k: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    q: torch.Tensor, k: torch.Tensor, kernel: torch.Tensor | None, mixer: torch.Tensor | None, scale: float,
+    ops: Primitives,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int, int]:
     """Kernel operands of the pre-softmax conv and mixing (module doc).
 
-    q, k: [B, H, N, d]; kernel: [H, c_q, c_k]; mixer: [G, g, g].
-    Returns qw, kw [B, H, N, g·c_q·d] (input head i, then tap a, then d) and bias [B, H, N, W] (None if W = 0).
+    q, k: [B, H, N, d]; kernel: [H, c_q, c_k] or None; mixer: [G, g, g] or None.
+    Returns the q to pass to the kernel, kw [B, H, N, g·c_q·d] in q's dtype (input head i, then tap a, then d),
+    bias [B, H, N, W] (None if W = 0), and the query window's taps c_q and group size g. With a Mask0 correction
+    q and k each feed two ops whose gradients largely cancel, so half-precision q and k are made float32 first:
+    autograd then adds those gradients before their one rounding to the input dtype.
     """
-    batch, n_heads, seq_len, head_dim = q.shape
+    dtype = compute_dtype(q.dtype)
+    n_heads = q.shape[1]
+    kernel = q.new_ones((n_heads, 1, 1), dtype=dtype) if kernel is None else kernel.to(dtype)
     c_q, c_k = kernel.shape[1:]
-    size = mixer.shape[1]
-    q_tilde = row_window(q, c_q - 1, 0).flatten(-2)  # [B, H, N, c_q·d]
-    per_channel = kernel.unsqueeze(1).expand(-1, head_dim, -1, -1).reshape(n_heads * head_dim, c_q, c_k)
-    k_tilde = centred_conv(k.transpose(2, 3).reshape(batch, n_heads * head_dim, seq_len), per_channel)
-    k_tilde = k_tilde.reshape(batch, n_heads, head_dim, c_q, seq_len).permute(0, 1, 4, 3, 2).flatten(-2)
-    qw = torch.einsum("bginf,gio->bgonif", grouped(q_tilde, size), mixer) * scale
-    kw = grouped(k_tilde, size).transpose(2, 3).unsqueeze(2).expand(-1, -1, size, -1, -1, -1)
-    qw, kw = (x.reshape(batch, n_heads, seq_len, -1) for x in (qw, kw))
-    if (c_k - 1) // 2 + c_q - 1 == 0:
-        return qw, kw, None
-    corr = grouped(mask0_correction(q, k, kernel, scale), size)
-    bias = -torch.einsum("bgint,gio->bgont", corr, mixer).reshape(batch, n_heads, seq_len, -1)
-    return qw, kw, bias
+    size = 1 if mixer is None else mixer.shape[1]
+    if mixer is None:
+        weight = scale * kernel.unsqueeze(1)  # [H, 1, c_q, c_k]
+    else:  # weight[o, i, a, t] = s W[i, o] θ_i[a, t]
+        mixer = mixer.to(dtype)
+        weight = scale * torch.einsum("gio,giat->goiat", mixer, grouped(kernel.unsqueeze(0), size)[0])
+        weight = weight.reshape(n_heads, size, c_q, c_k)
+    width = (c_k - 1) // 2 + c_q - 1
+    operand_dtype = q.dtype
+    if width > 0:
+        q, k = q.to(dtype), k.to(dtype)
+    kw = ops.token_conv(k, weight, operand_dtype)
+    if width == 0:
+        return q, kw, None, c_q, size
+    corr = mask0_correction(ops.diagonal_dots(q, k, width), kernel, scale)
+    if mixer is None:
+        return q, kw, -corr, c_q, size
+    bias = -torch.einsum("bgint,gio->bgont", grouped(corr, size), mixer)
+    return q, kw, bias.reshape(corr.shape), c_q, size
 
 
-def post_values(v: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
-    """vw [B, H, N, g·c_q'·d]: for input head i, Ṽ^{(i)}_{a,o} over output heads o of its group, then taps a.
+def post_values(
+    v: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor, dtype: torch.dtype, ops: Primitives
+) -> torch.Tensor:
+    """vw [B, H, N, g·c_q'·d] in `dtype`: for input head i, Ṽ^{(i)}_{a,o} over output heads o of its group,
+    then taps a.
 
     v: [B, H, N, d]; kernel: [H, c_q', c_k']; mixer: [G, g, g] (only its group size is used here).
     """
-    batch, n_heads, seq_len, head_dim = v.shape
-    c_q, c_k = kernel.shape[1:]
+    # Ṽ_a[c] reads v[c+h'-b]: a centred correlation with the columns flipped, the same for every source head o.
     size = mixer.shape[1]
-    groups = n_heads // size
-    # Ṽ_a[c] reads v[c+h'-b]: a centred correlation with the columns flipped. Channels (group, o, d) of v each
-    # get the g·c_q' outputs (i, a) of their group's input heads.
-    per_channel = kernel.flip(-1).reshape(groups, 1, 1, size * c_q, c_k).expand(-1, size, head_dim, -1, -1)
-    vw = centred_conv(v.transpose(2, 3).reshape(batch, n_heads * head_dim, seq_len), per_channel.flatten(0, 2))
-    vw = vw.reshape(batch, groups, size, head_dim, size, c_q, seq_len)  # [B, G, o, d, i, a, N]
-    return vw.permute(0, 1, 4, 6, 2, 5, 3).reshape(batch, n_heads, seq_len, -1)
+    return ops.token_conv(v, kernel.flip(-1).unsqueeze(1).expand(-1, size, -1, -1), dtype)
 
 
 def probability_band(
-    qw: torch.Tensor, kw: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, width: int
+    q: torch.Tensor, kw: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, width: int, taps: int, group: int
 ) -> torch.Tensor:
     """band [B, H, N, width] with band[r, t] = P[r, r-t] (zero for r < t), from the kernel's lse.
 
-    qw, kw: [B, H, N, Dqk] as the kernel saw them; bias: [B, H, N, W] or None; lse: [B, H, N].
-    Checkpointed: the backward recomputes it, so float32 copies of half-precision qw and kw are never kept.
+    q, kw, bias, taps, group: the kernel's operands (`primitives.banded_attention_torch`); lse: [B, H, N].
+    Checkpointed: the backward recomputes it, so the query window and float32 copies are never kept.
     """
     if width == 0:
         return lse.new_zeros((*lse.shape, 0))
-    return checkpoint(_probability_band, qw, kw, bias, lse, width, use_reentrant=False)
+    return checkpoint(_probability_band, q, kw, bias, lse, width, taps, group, use_reentrant=False)
 
 
-def _probability_band(qw, kw, bias, lse, width):
+def _probability_band(q, kw, bias, lse, width, taps, group):
+    qw = query_window(q, taps, group)
     seq_len = qw.shape[2]
     columns = []
     for t in range(width):
@@ -248,26 +191,24 @@ def banded_mta(
     head_mix_pre: torch.Tensor | None,
     head_mix_post: torch.Tensor | None,
     scale: float,
-    banded: Banded,
+    ops: Primitives,
 ) -> torch.Tensor:
-    """Causal MTA (spec §1, no dropout) through one call of `banded` (module doc).
+    """Causal MTA (spec §1, no dropout) through one call of `ops.banded` (module doc).
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (grouped-query heads are repeated); kernels [H, c_q, c_k];
-    mixers [G, c, c]. The glue runs in float32 for half-precision inputs (float64 stays float64); the kernel
-    operands are cast to q's dtype. Returns [B, H, N, d_v] in q's dtype.
+    mixers [G, c, c]. The kernel operands kw, vw and the query window are in q's dtype; the small per-token
+    tensors (Mask0 correction, post-softmax recombination) are computed in float32 for half-precision inputs.
+    Returns [B, H, N, d_v] in q's dtype.
     """
-    dtype = compute_dtype(q.dtype)
     n_heads = q.shape[1]
-    qc = q.to(dtype)
-    kc, vc = (expand_kv(x, n_heads).to(dtype) for x in (k, v))
-
+    k, v = (expand_kv(x, n_heads) for x in (k, v))
+    q_operand, kw, bias, taps, size = pre_operands(q, k, kernel_pre, head_mix_pre, scale, ops)
+    if kernel_post is None and head_mix_post is None:
+        return ops.banded(q_operand, kw, v, bias, taps, size)[0]
+    dtype = compute_dtype(q.dtype)
     identity = torch.ones(n_heads, 1, 1, dtype=dtype, device=q.device)  # a 1×1 kernel, or mixing groups of one
-    kernel_pre, kernel_post, head_mix_pre, head_mix_post = (
-        identity if p is None else p.to(dtype) for p in (kernel_pre, kernel_post, head_mix_pre, head_mix_post)
-    )
-    qw, kw, bias = pre_operands(qc, kc, kernel_pre, head_mix_pre, scale)
-    vw = post_values(vc, kernel_post, head_mix_post)
-    qw, kw, vw = (x.to(q.dtype) for x in (qw, kw, vw))
-    u, lse = banded(qw, kw, vw, bias)
-    band = probability_band(qw, kw, bias, lse, (kernel_post.shape[2] - 1) // 2)
+    kernel_post, head_mix_post = (identity if p is None else p.to(dtype) for p in (kernel_post, head_mix_post))
+    vc = v.to(dtype)  # one float32 leaf for post_values and post_combine's correction, as for q and k
+    u, lse = ops.banded(q_operand, kw, post_values(vc, kernel_post, head_mix_post, v.dtype, ops), bias, taps, size)
+    band = probability_band(q_operand, kw, bias, lse, (kernel_post.shape[2] - 1) // 2, taps, size)
     return post_combine(u.to(dtype), vc, kernel_post, head_mix_post, band).to(q.dtype)

@@ -1,0 +1,117 @@
+"""The three tensor ops the Triton backend's glue is built from, as plain differentiable PyTorch.
+
+    banded(q, kw, vw, bias, taps, group) -> (out, lse)   banded causal attention of qw = query_window(q, ...)
+    token_conv(x, weight, dtype) -> xw                    depthwise convolutions along tokens, heads in groups
+    diagonal_dots(q, k, width) -> future                  q_m · k_{m+δ} for the first `width` keys ahead
+
+These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention` and
+`token_ops`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group` consecutive heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..reference import causal_future, compute_dtype
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """One implementation of each op (signatures in the module doc)."""
+
+    banded: Callable
+    token_conv: Callable
+    diagonal_dots: Callable
+
+
+def row_window(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """[B, H, N, F] -> [B, H, N, before+after+1, F]: window[i, e] = x[i-before+e], zeros outside [0, N)."""
+    padded = F.pad(x, (0, 0, before, after))
+    return padded.unfold(2, before + after + 1, 1).transpose(-1, -2)
+
+
+def grouped(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, H, ...] -> [B, H/size, size, ...]: heads in groups of `size` consecutive heads."""
+    return x.reshape(x.shape[0], x.shape[1] // size, size, *x.shape[2:])
+
+
+def query_window(q: torch.Tensor, taps: int, group: int) -> torch.Tensor:
+    """q [B, H, N, d] -> qw [B, H, N, group·taps·d], the same for every head h of a group:
+    qw[h, r, (i, a, e)] = q[first head of h's group + i, r - (taps-1) + a, e], zero before the first token."""
+    if taps == 1 and group == 1:
+        return q
+    batch, n_heads, seq_len, head_dim = q.shape
+    window = grouped(row_window(q, taps - 1, 0), group).transpose(2, 3)  # [B, G, N, i, a, d]
+    shape = (batch, n_heads // group, group, seq_len, group, taps, head_dim)
+    return window.unsqueeze(2).expand(shape).reshape(batch, n_heads, seq_len, -1)
+
+
+def band_matrix(bias: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[B, H, N, W] band -> [B, H, N, N] matrix M with M[i, i-t] = bias[i, t] for 0 <= t < W, i-t >= 0, else 0."""
+    rows = torch.arange(seq_len, device=bias.device)
+    diag = rows.unsqueeze(1) - rows.unsqueeze(0)
+    inside = (diag >= 0) & (diag < bias.shape[-1])
+    index = diag.clamp(0, bias.shape[-1] - 1).expand(*bias.shape[:2], seq_len, seq_len)
+    return torch.where(inside, bias.gather(-1, index), bias.new_zeros(()))
+
+
+def banded_attention_torch(
+    q: torch.Tensor, kw: torch.Tensor, vw: torch.Tensor, bias: torch.Tensor | None, taps: int = 1, group: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialised banded causal attention, the oracle of the Triton kernel:
+
+        scores[i, j] = qw_i · kw_j + bias[i, i-j] (0 <= i-j < W), causal softmax over j, out = P · vw,
+
+    with qw = query_window(q, taps, group). q: [B, H, N, d] (kw's dtype or float32); kw: [B, H, N, group·taps·d];
+    vw: [B, H, N, Dv]; bias: [B, H, N, W] or None. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N] (float32 for
+    half-precision inputs).
+    """
+    qw = query_window(q, taps, group)
+    dtype = compute_dtype(kw.dtype)
+    seq_len = qw.shape[2]
+    scores = torch.matmul(qw.to(dtype), kw.to(dtype).transpose(-1, -2))
+    if bias is not None and bias.shape[-1] > 0:
+        scores = scores + band_matrix(bias.to(dtype), seq_len)
+    scores = scores.masked_fill(causal_future(seq_len, seq_len, 0, qw.device), float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vw.to(dtype))
+    return out.to(vw.dtype), lse
+
+
+def token_conv_torch(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Depthwise cross-correlations along tokens, centred, mixing the heads of a group:
+
+        out[h, r, (i, a, e)] = Σ_t weight[h, i, a, t] · x[first head of h's group + i, r + t - (c_k-1)/2, e]
+
+    x: [B, H, N, d]; weight: [H, g, c_q, c_k] (c_k odd); zeros outside [0, N). Returns [B, H, N, g·c_q·d] in
+    `dtype`, computed in float32 for half-precision x or dtype.
+    """
+    batch, n_heads, seq_len, _ = x.shape
+    size, c_q, c_k = weight.shape[1:]
+    work = compute_dtype(torch.promote_types(x.dtype, dtype))
+    windows = grouped(row_window(x.to(work), (c_k - 1) // 2, (c_k - 1) // 2), size)  # [B, G, i, N, t, d]
+    out = torch.einsum("bginte,goiat->bgoniae", windows, grouped(weight.to(work).unsqueeze(0), size)[0])
+    return out.reshape(batch, n_heads, seq_len, -1).to(dtype)
+
+
+def diagonal_dots_torch(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.Tensor:
+    """future [B, H, N, width]: future[m, δ-1] = q[m] · k[m+δ] for δ = 1 … width, zero past the last key.
+
+    q, k: [B, H, N, d]. Computed (and returned) in float32 for half-precision inputs. Slices are views, so
+    autograd keeps no copies.
+    """
+    dtype = compute_dtype(q.dtype)
+    seq_len = q.shape[2]
+    columns = [
+        F.pad((q[:, :, : seq_len - delta].to(dtype) * k[:, :, delta:].to(dtype)).sum(-1), (0, delta))
+        if delta < seq_len else q.new_zeros(q.shape[:3], dtype=dtype)
+        for delta in range(1, width + 1)
+    ]
+    return torch.stack(columns, dim=-1)
+
+
+TORCH_PRIMITIVES = Primitives(banded_attention_torch, token_conv_torch, diagonal_dots_torch)
