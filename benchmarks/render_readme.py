@@ -230,6 +230,14 @@ def op_speed_gpu(results: dict) -> str:
     return "\n".join(lines)
 
 
+def op_speed_gpu_glue(results: dict) -> str:
+    """A later partial run of the op benchmark (its own commit): fwd+bwd time and peak memory, d = 128."""
+    lines = ["Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
+    lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
+    lines += ["", "Rows and TFLOP/s: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 def op_speed_gpu_plot(results: dict, path: Path) -> None:
     """Forward+backward time vs N, log-log: one panel per (head dim, config), one line per method."""
     import matplotlib
@@ -593,6 +601,7 @@ TABLES = {
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
+    "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "lm_small": (load_lm_runs, lm_small),
     "longctx": (load_longctx, longctx),
