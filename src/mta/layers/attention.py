@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mta.ops import mta_attention
 from mta.ops.decode import mta_attention_step, visible_keys
@@ -24,6 +25,10 @@ from .init import trunc_normal_
 from .norm import RMSNorm
 from .rope import rope_angles, rotate
 from .state import AttentionState
+
+# SDPA's cuDNN backend (the default on Hopper) builds and caches a graph per shape, so a key length that grows
+# by one at every decoding step builds one per step (see ml-explore/mlx#2743): decoding steps use the others.
+DECODE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def reject_mta_options(kind: str, config: AttentionConfig) -> None:
@@ -163,8 +168,9 @@ class SoftmaxAttention(ProjectedAttention):
     def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
         # one new query of an unpadded batch sees every cached key: no mask, so SDPA keeps its fused kernels
         mask = None if start is None and q.shape[2] == 1 else step_mask(q, state, start)
-        out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask,
-                                             enable_gqa=state.keys.shape[1] != q.shape[1])
+        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+            out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask,
+                                                 enable_gqa=state.keys.shape[1] != q.shape[1])
         return out.transpose(1, 2)
 
 

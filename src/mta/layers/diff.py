@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import sdpa_kernel
 
-from .attention import ProjectedAttention, reject_mta_options, step_mask
+from .attention import DECODE_SDPA_BACKENDS, ProjectedAttention, reject_mta_options, step_mask
 from .config import AttentionConfig, lambda_init
 from .norm import RMSNorm
 from .state import AttentionState
@@ -67,7 +68,8 @@ class DiffAttention(ProjectedAttention):
         return self._differential(q, k, v, dict(is_causal=True, dropout_p=self.attention_dropout()))
 
     def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
-        return self._differential(q, state.keys, state.values, dict(attn_mask=step_mask(q, state, start)))
+        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+            return self._differential(q, state.keys, state.values, dict(attn_mask=step_mask(q, state, start)))
 
     def finish(self, heads: torch.Tensor) -> torch.Tensor:
         return self.merge(self.head_norm(heads) * (1.0 - self.lambda_init))
