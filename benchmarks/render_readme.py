@@ -377,7 +377,7 @@ def decode_gpu(results: dict) -> str:
         base, mta, recompute = (rows.get((method, n)) for method in ("transformer_cached", "mta_cached", "mta_recompute"))
         lines.append(f"| {short_n(n)} | {decode_cell(base, 'tokens_per_s', '.1f')} | {decode_cell(mta, 'tokens_per_s', '.1f')} "
                      f"| {decode_cell(mta, 'tokens_per_s_vs_transformer', '.2f', '×')} "
-                     f"| {decode_cell(recompute, 'tokens_per_s', '.2f')} | {decode_cell(mta, 'speedup_vs_recompute', '.0f', '×')} "
+                     f"| {decode_cell(recompute, 'tokens_per_s', '.2f')} | {decode_cell(mta, 'speedup_vs_recompute', '.3g', '×')} "
                      f"| {decode_cell(base, 'peak_gib', '.1f', ' GiB')} | {decode_cell(mta, 'peak_gib', '.1f', ' GiB')} "
                      f"| {decode_cell(recompute, 'peak_gib', '.1f', ' GiB')} |")
     lines += ["", "MTA recomputing: no cache, the whole sequence through the reference (materialised) op every step, "

@@ -108,3 +108,9 @@ def test_rendered_tables_and_plot(tmp_path):
     assert "| C triton | 400 MiB (4×) |  |" in text  # peak memory table
     render.op_speed_gpu_plot(results, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_rendered_partial_rerun():
+    text = render.op_speed_gpu_glue(synthetic_results())
+    assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text and "| B triton | 200 ms (20×) | 100 ms (5×) |" in text
+    assert "| B triton | 400 MiB (4×) | 700 MiB (3.5×) |" in text and "commit 000000000000" in text

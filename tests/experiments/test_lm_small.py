@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
+from benchmark_scripts import load_benchmark  # noqa: E402
 from mta.data.corpus import TextDomain, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ SCRIPT = ROOT / "experiments" / "lm_small.py"
 WORDS = "the of and to in a that is was he for it with as his on be at by had are but from or".split()
 
 
-def test_runs_are_trained_scored_and_extended(tmp_path):
+def test_runs_are_trained_scored_extended_and_rendered(tmp_path, monkeypatch):
     documents = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(60)) for i in range(20)]
     prepare([TextDomain("plain", "test:plain", documents)], tmp_path / "corpus", vocab_size=300, val_fraction=0.2,
             seed=0, progress=False)
@@ -35,6 +36,17 @@ def test_runs_are_trained_scored_and_extended(tmp_path):
     extended = json.loads((tmp_path / "work" / "mta-s3-x2" / "train_config.json").read_text())
     assert extended["train"]["seq_len"] == 64 and extended["model"]["max_seq_len"] == 256
     assert extended["model"]["rope_theta"] == 4e5 and extended["model"]["dim"] == 32
+
+    render = load_benchmark("render_readme")
+    monkeypatch.setattr(render, "LM_DIR", tmp_path / "out")
+    runs = render.load_lm_runs()
+    assert [(r["arch"], r["seed"]) for r in runs] == [("transformer", 3), ("mta", 3)]
+    table = render.lm_small(runs).splitlines()
+    assert table[0] == "| model | parameters | seeds | plain | mean |"
+    assert table[2].startswith("| Transformer |") and table[3].startswith(f"| MTA | {result['config']['parameters']:,} | 3 |")
+    assert f"{result['ppl']['mean_ppl']:.2f} |" in table[3]
+    render.lm_curves_plot(runs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_a_failed_run_fails_the_launcher(tmp_path):
