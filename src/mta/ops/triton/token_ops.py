@@ -3,8 +3,9 @@ conv operands K̃ and Ṽ, `diagonal_dots` the q·k products that the Mask0 corr
 
 Each reads its [B, H, N, d] inputs once in their own dtype (row-major, contiguous), accumulates in float32 and
 writes its result once: no float32 copies, permutes or padding around it. Programs cover BLOCK_R tokens × all
-d columns of one head; taps and heads are loops, whose shifted reloads of the same rows hit the cache. The backward of `token_conv` writes per-tile partial sums of
-the weight gradient (deterministic, no atomics), which torch adds up.
+d columns of one head; taps and heads are loops, whose shifted reloads of the same rows hit the cache. The
+backward of `token_conv` writes per-tile partial sums of the weight gradient (deterministic, no atomics), which
+torch adds up.
 """
 
 from __future__ import annotations
