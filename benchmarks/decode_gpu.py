@@ -19,7 +19,9 @@ triton backend; the time is recorded as prefill_s). Then --warmup greedy steps u
 peak_gib: torch.cuda.max_memory_allocated from before the cache is built to the last step (weights included);
 cache_gib: the cache's tensors after the last step. mta_recompute is skipped with the reason where its
 reference maps (about 6 fp32 B×H×N×N tensors in flight) would not fit the GPU, an out-of-memory is "oom", and
-no measurement starts after --time-budget-s. The JSON is rewritten after each row.
+no measurement starts after --time-budget-s. With --profile-steps K, K more steps per row run under
+torch.profiler and the row's "profile" holds the aten calls per step and the ops with the most self time per
+step (GPU time on a GPU). The JSON is rewritten after each row.
 
     python benchmarks/decode_gpu.py --time-budget-s 170          # → benchmarks/results/decode_gpu.json
     python benchmarks/decode_gpu.py --quick --out /tmp/decode.json   # CPU smoke run: tiny presets
@@ -67,7 +69,7 @@ def reference_gib(model: DecoderLM, batch: int, tokens: int) -> float:
 def build_model(method: str, args: argparse.Namespace, device: torch.device) -> DecoderLM:
     """The model `method` decodes with (the same weights for both MTA methods: the same seed)."""
     torch.manual_seed(0)
-    max_len = max(args.contexts) + args.warmup + max(args.steps, args.recompute_steps)
+    max_len = max(args.contexts) + args.warmup + max(args.steps, args.recompute_steps) + args.profile_steps
     if method == "transformer_cached":
         config = get_preset(f"{args.size}-transformer", max_seq_len=max_len)
     else:  # the prompt of mta_cached (--prefill real) runs through auto (triton on CUDA); mta_recompute: reference
@@ -129,6 +131,8 @@ def decode(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: t
             token = next_token(model, token, cache)
     synchronize(device)
     elapsed = time.perf_counter() - started
+    profile = step_profile(model, token, sequence, cache, recompute, args.profile_steps, device) \
+        if args.profile_steps else None
     return {
         "status": "ok",
         "steps": steps,
@@ -137,7 +141,31 @@ def decode(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: t
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "cache_gib": None if cache is None else cache_bytes(cache) / 2**30,
         "prefill_s": prefill_s,
+        **({"profile": profile} if profile is not None else {}),
     }
+
+
+def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, cache: DecodeCache | None,
+                 recompute: bool, steps: int, device: torch.device, top: int = 12) -> dict:
+    """`steps` more greedy steps under torch.profiler: op launches per step and the ops with the most self time
+    per step (on the GPU when there is one, else on the CPU), to see what bounds a step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            if recompute:
+                sequence = torch.cat([sequence, next_token(model, sequence, None)], dim=1)
+            else:
+                token = next_token(model, token, cache)
+        synchronize(device)
+    averages = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    device_us = lambda e: getattr(e, "self_device_time_total", 0) or 0  # noqa: E731
+    timed = device_us if device.type == "cuda" else (lambda e: e.self_cpu_time_total)  # noqa: E731
+    ranked = sorted(averages, key=timed, reverse=True)[:top]
+    return {"steps": steps, "aten_calls_per_step": sum(e.count for e in averages) / steps,
+            "top": [{"op": e.key, "calls_per_step": e.count / steps, "self_cpu_ms_per_step": e.self_cpu_time_total / steps / 1e3,
+                     "self_device_ms_per_step": device_us(e) / steps / 1e3} for e in ranked]}
 
 
 def fresh_state(device: torch.device) -> None:
@@ -151,7 +179,7 @@ def fresh_state(device: torch.device) -> None:
 def skip_reason(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: torch.device) -> str | None:
     if m.method != "mta_recompute" or device.type != "cuda":
         return None
-    need = reference_gib(model, args.batch, m.context + args.warmup + args.recompute_steps)
+    need = reference_gib(model, args.batch, m.context + args.warmup + args.recompute_steps + args.profile_steps)
     total = torch.cuda.get_device_properties(device).total_memory / 2**30
     if need > total:
         return f"needs about {need:.0f} GiB ({REFERENCE_MAPS} fp32 B×H×N×N maps), the GPU has {total:.0f} GiB"
@@ -231,6 +259,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help=f"untimed steps first, default {FULL['warmup']}")
     parser.add_argument("--prefill", choices=("random", "real"), default="random",
                         help="fill the cache with random values of the right shapes (default) or run the prompt")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after the timed steps, profile this many more and record the top ops (default 0: off)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--time-budget-s", type=float, default=math.inf,
                         help="start no measurement after this many seconds (default: no limit)")

@@ -28,6 +28,7 @@ def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):
         assert (row["cache_gib"] is None) == (method == "mta_recompute")
         assert row["steps"] == bench.QUICK["recompute_steps" if method == "mta_recompute" else "steps"]
         assert (row["speedup_vs_recompute"] is not None) == (method == "mta_cached")
+        assert "profile" not in row
     assert rows["transformer_cached", 24]["tokens_per_s_vs_transformer"] == 1.0
     assert rows["mta_cached", 48]["cache_gib"] > rows["transformer_cached", 48]["cache_gib"]  # queries, conv rows
 
@@ -37,6 +38,19 @@ def test_real_prefill_records_its_time(tmp_path, one_thread):
     bench.main(["--quick", "--prefill", "real", "--contexts", "16", "--methods", "mta_cached", "--out", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == "ok" and row["prefill_s"] > 0
+
+
+def test_profile_steps_record_the_top_ops(tmp_path, one_thread):
+    out = tmp_path / "decode.json"
+    bench.main(["--quick", "--contexts", "48", "--profile-steps", "2", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok"] * 3  # the profiled steps fit the models' max_seq_len
+    for row in rows:
+        profile = row["profile"]
+        assert profile["steps"] == 2 and profile["aten_calls_per_step"] > 10
+        assert 0 < len(profile["top"]) <= 12 and all(op["op"].startswith("aten::") for op in profile["top"])
+        times = [op["self_cpu_ms_per_step"] for op in profile["top"]]
+        assert times == sorted(times, reverse=True)  # ranked by CPU self time on a CPU
 
 
 def test_random_cache_has_the_shapes_and_dtypes_of_a_prefill(one_thread):
