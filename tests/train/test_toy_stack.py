@@ -98,3 +98,19 @@ def test_bad_stacks(tmp_path):
         train_toy_stack([ToyTrainConfig(**base)] * 2, [tmp_path / "a", tmp_path / "a"])
     with pytest.raises(ValueError, match="out_dirs: got 1 directories for 2 configs"):
         train_toy_stack([ToyTrainConfig(**base)] * 2, [tmp_path / "a"])
+
+
+def test_compiled_training_equals_eager(tmp_path):
+    # torch.compile of the loss fuses kernels but computes the same function: stacked and lone runs alike.
+    configs = [ToyTrainConfig(arch="mta", n_block=3, seed=seed, steps=3, eval_every=3, **TINY) for seed in (1, 2)]
+    compiled = [ToyTrainConfig(**{**c.__dict__, "compile": "default"}) for c in configs]
+    eager = train_toy_stack(configs, [tmp_path / "e0", tmp_path / "e1"], progress=False)
+    fused = train_toy_stack(compiled, [tmp_path / "c0", tmp_path / "c1"], progress=False)
+    alone = train_toy(compiled[0], tmp_path / "alone", progress=False)
+    assert fused[0]["train_config"]["compile"] == "default" and eager[0]["train_config"]["compile"] == "off"
+    for name, reference in weights(tmp_path / "e0").items():
+        for run in ("c0", "alone"):
+            torch.testing.assert_close(weights(tmp_path / run)[name], reference, rtol=1e-4, atol=1e-5, msg=name)
+    assert fused[1]["final_sequence_error_pct"] == eager[1]["final_sequence_error_pct"]
+    with pytest.raises(ValueError, match="compile: got 'fast'"):
+        ToyTrainConfig(compile="fast")

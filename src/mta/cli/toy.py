@@ -12,8 +12,8 @@ from mta.data import toy
 from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import load_checkpoint
 from mta.ops import BACKENDS
-from mta.train import (ARCHS, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device, train_toy,
-                       train_toy_stack)
+from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
+                       train_toy, train_toy_stack)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -115,6 +115,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfi
     run.add_argument("--data", choices=DATA_SOURCES, default=d.data,
                      help="training batches: python (one sample at a time), tensor (a batch at once on the device) "
                           "or auto (tensor on a GPU, python on a CPU; default)")
+    run.add_argument("--compile", choices=COMPILE_MODES, default=d.compile,
+                     help="torch.compile the training loss: off (default), default (fused kernels) or "
+                          "reduce-overhead (also CUDA graphs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -146,6 +149,7 @@ def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTr
         precision=args.precision,
         data=args.data,
         model=model,
+        compile=args.compile,
     )
 
 

@@ -7,11 +7,12 @@ from .metrics import JsonlLog
 from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
 from .stream import seeded_batches
-from .toy import ARCHS, DATA_SOURCES, ToyTrainConfig, train_toy
+from .toy import ARCHS, COMPILE_MODES, DATA_SOURCES, ToyTrainConfig, train_toy
 from .toy_stack import train_toy_stack
 
 __all__ = [
     "ARCHS",
+    "COMPILE_MODES",
     "DATA_SOURCES",
     "JsonlLog",
     "LMTrainConfig",

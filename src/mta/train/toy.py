@@ -37,6 +37,8 @@ from .stream import seeded_batches
 
 ARCHS = ("transformer", "mta")
 DATA_SOURCES = ("auto", "python", "tensor")
+# torch.compile of the training loss: off (eager), default (fused kernels) or reduce-overhead (also CUDA graphs)
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 EVAL_SEED_OFFSET = 1000  # held-out set seed = seed + 1000 unless given
 TENSOR_DRAW_STEPS = 16  # data="tensor": training batches drawn per call of draw_batch
 
@@ -54,6 +56,8 @@ class ToyTrainConfig:
     (mta.data.toy_tensor, a batch at once on the device: the same distribution, other draws) or "auto" (tensor
     on CUDA, where the Python generator costs more than a step, python on CPU).
     model: ModelConfig overrides of the preset toy-<arch> (dim, n_layers, n_heads, dropout, backend, pre_kernel...).
+    compile: torch.compile of the training loss (COMPILE_MODES): "default" fuses the many small elementwise
+    kernels of a toy model, "reduce-overhead" also replays them as CUDA graphs; evaluation stays eager.
     """
 
     arch: str = "mta"
@@ -78,6 +82,7 @@ class ToyTrainConfig:
     precision: str = "auto"
     data: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -96,6 +101,8 @@ class ToyTrainConfig:
         toy_data.make_sample(random.Random(0), self.n_block, self.n_query, self.variant, self.num_blocks)
         if self.data not in DATA_SOURCES:
             raise ValueError(f"data: got {self.data!r}, expected one of {DATA_SOURCES}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile: got {self.compile!r}, expected one of {COMPILE_MODES}")
         if self.eval_seed is None:
             self.eval_seed = self.seed + EVAL_SEED_OFFSET
 
@@ -157,6 +164,7 @@ class _ToyRun:
             self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
         self.schedule = warmup_schedule(self.optimizer, config.warmup)
+        self.loss = compiled(self.model, config.compile)
         self.held_out = held_out_samples(config)
         self.batches = training_batches(config, self.device)
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
@@ -194,7 +202,7 @@ class _ToyRun:
         """One optimiser step on a fresh batch; returns the detached loss (no device sync)."""
         inputs, targets = next(self.batches)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss = self.model(inputs, targets, ignore_index=IGNORE_INDEX)
+            loss = self.loss(inputs, targets, ignore_index=IGNORE_INDEX)
         loss.backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -223,6 +231,11 @@ class _ToyRun:
     def result(self) -> dict:
         return toy_result(self.config, self.model, self.step, self.stopped, self.evaluations, self.zero_streak,
                           self.elapsed())
+
+
+def compiled(function, mode: str):
+    """`function` itself for mode "off", else torch.compile(function, mode=mode) (see COMPILE_MODES)."""
+    return function if mode == "off" else torch.compile(function, mode=mode)
 
 
 def record_evaluation(evaluations: list[dict], zero_streak: int, step: int, result: dict) -> tuple[int, dict]:

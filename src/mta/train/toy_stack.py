@@ -34,11 +34,12 @@ from mta.models import DecoderLM
 from .metrics import JsonlLog
 from .runtime import autocast_dtype, resolve_device
 from .schedule import lr_factor
-from .toy import ToyTrainConfig, held_out_samples, record_evaluation, save_run, toy_result, training_batches
+from .toy import (ToyTrainConfig, compiled, held_out_samples, record_evaluation, save_run, toy_result,
+                  training_batches)
 
 # The settings every run of a stack shares (the task fields and seeds may differ).
 SHARED_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup", "betas", "weight_decay", "grad_clip", "eval_every",
-                 "eval_samples", "patience", "log_every", "device", "precision", "model")
+                 "eval_samples", "patience", "log_every", "device", "precision", "model", "compile")
 
 
 @dataclass
@@ -117,6 +118,7 @@ class _Stack:
         params, self.buffers = stack_module_state([m.to(self.device) for m in models])
         self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
         self.optimizer = self._adamw(self.params.values())
+        self.losses = compiled(self._stacked_losses, first.compile)  # recompiled when runs leave the stack
         self.runs = []
         for position, (config, out_dir) in enumerate(zip(configs, out_dirs)):
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,11 +157,8 @@ class _Stack:
         inputs = torch.stack([self._pad(x, PAD_ID) for x, _ in batch])
         targets = torch.stack([self._pad(y, IGNORE_INDEX) for _, y in batch])
 
-        def loss(params, buffers, x, y):
-            return functional_call(self.base, (params, buffers), (x, y), {"ignore_index": IGNORE_INDEX})
-
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            losses = vmap(loss, randomness="different")(self.params, self.buffers, inputs, targets)
+            losses = self.losses(self.params, self.buffers, inputs, targets)
         losses.sum().backward()
         if self.shared.grad_clip is not None:
             self._clip_per_run(self.shared.grad_clip)
@@ -169,6 +168,13 @@ class _Stack:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return losses.detach()
+
+    def _stacked_losses(self, params: dict, buffers: dict, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The R runs' losses [R] on their batches inputs, targets [R, B, T] (vmap over functional_call)."""
+        def loss(params, buffers, x, y):
+            return functional_call(self.base, (params, buffers), (x, y), {"ignore_index": IGNORE_INDEX})
+
+        return vmap(loss, randomness="different")(params, buffers, inputs, targets)
 
     def _pad(self, x: torch.Tensor, value: int) -> torch.Tensor:
         """[B, T] -> [B, self.length], padded on the right with `value`."""
