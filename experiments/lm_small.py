@@ -10,7 +10,8 @@ metrics and report are copied into --out:
         -- --set steps=2000 --set seq_len=512 --set batch_size=32 --set lr=1e-3 --set warmup=100
     python experiments/lm_small.py ... --extend 2 -- ...   # also double each first-seed run's context
 
-Writes OUT/<arch>-s<seed>.json ({"arch", "seed", "config", "ppl": the `mta eval ppl` report, "train_s"}) and
+Writes OUT/<arch>-s<seed>.json ({"arch", "seed", "config", "ppl": the `mta eval ppl` report, "train_s": the
+wall time of the whole training phase, all runs together}) and
 OUT/<arch>-s<seed>.metrics.jsonl (the training curve); `benchmarks/render_readme.py` renders the table and the
 loss plot. With --extend F, each architecture's first-seed run is fine-tuned at F× its context with RoPE θ raised
 F²× (README: "Longer contexts") into WORK/<arch>-s<seed>-x<F>, ready for experiments/longctx.py. Arguments after
