@@ -271,6 +271,28 @@ def test_torchrun_two_cpu_processes_with_ddp(data, tmp_path):
     load_checkpoint(ckpt.latest_checkpoint(tmp_path))
 
 
+def test_torchrun_fsdp2_matches_ddp_on_two_cpu_processes(data, tmp_path):
+    # FSDP2 (fully_shard per block, gloo) shards the parameters but computes the same steps as DDP.
+    runs = {}
+    for mode in ("ddp", "fsdp"):
+        out = tmp_path / mode
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                   *_train_command(data, out, "--set", "steps=4", "--set", "eval_every=4", "--set",
+                                   "checkpoint_every=4", "--parallel", mode)[1:]]
+        subprocess.run(command, check=True, capture_output=True, env=ENV)
+        assert json.loads((out / "train_config.json").read_text())["parallel"] == mode
+        runs[mode] = out
+    ddp, fsdp = (without_timing(records(runs[mode])) for mode in ("ddp", "fsdp"))
+    assert [r["step"] for r in fsdp] == [r["step"] for r in ddp]
+    for a, b in zip(ddp, fsdp):
+        if "loss" in a:
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    a, b = (weights(ckpt.latest_checkpoint(runs[mode])) for mode in ("ddp", "fsdp"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_init_from_starts_from_the_weights_with_a_longer_context_and_new_rope(data, tmp_path):
     base = tmp_path / "base"
     train_lm(config(data, "steps=2", "eval_every=100"), base, progress=False)

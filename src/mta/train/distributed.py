@@ -2,7 +2,8 @@
 
 As torchtitan does, the model definition knows nothing of this: `parallelize` wraps a built DecoderLM with
 FSDP2 (`fully_shard` per block, then the root; bf16 parameters with float32 gradient reduction when the run is
-bf16) or DDP. On a CPU the gloo backend runs DDP, so multi-process training can be tested anywhere.
+bf16) or DDP. On a CPU the gloo backend runs either (`auto` picks DDP there), so multi-process training can be
+tested anywhere.
 """
 
 from __future__ import annotations
