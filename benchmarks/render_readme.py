@@ -566,6 +566,42 @@ def lm_small(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def lm_scaling(results: dict) -> str:
+    """Per world size: processes, batch per process, steady tokens/s and its scaling, final loss and perplexity."""
+    lines = ["| processes | parallel | sequences per process | tokens/s | × fewest processes | efficiency | "
+             "final training loss | validation perplexity |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda value, spec: "—" if value is None else format(value, spec)  # noqa: E731
+    for run in results["runs"]:
+        lines.append(f"| {run['world_size']} | {run['parallel']} | {run['per_rank_batch']} | "
+                     f"{fmt(run['tokens_per_s'], ',.0f')} | {fmt(run['speedup'], '.2f')}× | "
+                     f"{fmt(run['efficiency'], '.0%')} | {fmt(run['final_loss'], '.3f')} | "
+                     f"{fmt(run['val_mean_ppl'], '.2f')} |")
+    lines += ["", f"`{results['preset']}`, {results['global_batch']} sequences per step in all; tokens/s after "
+              f"step {results['skip_steps']}; training arguments `{' '.join(results['train_args'])}`. Loss curves: "
+              "results/lm/scaling.png.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
+def lm_scaling_plot(results: dict, path: Path) -> None:
+    """Training loss against the step, one line per world size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for run in results["runs"]:
+        steps, losses = zip(*run["curve"]) if run["curve"] else ((), ())
+        ax.plot(steps, losses, label=f"{run['world_size']} process{'es' if run['world_size'] > 1 else ''}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def lm_curves_plot(runs: list[dict], path: Path) -> None:
     """Training loss (left) and mean validation perplexity (right) against the step, one line per run."""
     import matplotlib
@@ -604,6 +640,7 @@ TABLES = {
     "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "lm_small": (load_lm_runs, lm_small),
+    "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),
     "decode_gpu": (lambda: load_json(DECODE_GPU_RESULTS), decode_gpu),
 }
@@ -634,6 +671,9 @@ def main() -> None:
     speed = load_json(OP_SPEED_GPU_RESULTS)
     if speed:
         op_speed_gpu_plot(speed, OP_SPEED_GPU_RESULTS.with_suffix(".png"))
+    scaling = load_json(LM_DIR / "scaling.json")
+    if scaling:
+        lm_scaling_plot(scaling, LM_DIR / "scaling.png")
     lm_runs = load_lm_runs()
     if lm_runs:
         lm_curves_plot(lm_runs, LM_DIR / "curves.png")

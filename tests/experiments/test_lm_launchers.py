@@ -1,6 +1,8 @@
-"""The small-scale comparison launcher: every run trained, scored and copied; the context extension (CPU)."""
+"""The language-model launchers on a CPU: the small-scale comparison (train, score, copy, extend, render) and
+the multi-process scaling run (experiments/lm_small.py, experiments/lm_scaling.py)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,35 @@ def test_a_failed_run_fails_the_launcher(tmp_path):
                "--archs", "transformer", "--seeds", "0", "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 1 and "FAILED: transformer-s0" in finished.stdout
+
+
+def test_scaling_runs_each_world_size_with_the_same_global_batch(tmp_path, monkeypatch):
+    documents = [" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(60)) for i in range(20)]
+    prepare([TextDomain("plain", "test:plain", documents)], tmp_path / "corpus", vocab_size=300, val_fraction=0.2,
+            seed=0, progress=False)
+    out = tmp_path / "scaling.json"
+    command = [sys.executable, str(ROOT / "experiments" / "lm_scaling.py"), "--data", str(tmp_path / "corpus"),
+               "--preset", "tiny-transformer", "--world-sizes", "1", "2", "--global-batch", "4", "--skip-steps", "2",
+               "--work-dir", str(tmp_path / "work"), "--out", str(out), "--", "--set", "steps=6", "--set", "warmup=1",
+               "--set", "seq_len=32", "--set", "log_every=2", "--set", "eval_every=6", "--set", "eval_windows=2",
+               "--set", "checkpoint_every=6", "--set", "model.dim=32"]
+    subprocess.run(command, check=True, capture_output=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = json.loads(out.read_text())
+    runs = {run["world_size"]: run for run in results["runs"]}
+    assert [(runs[k]["per_rank_batch"], runs[k]["parallel"]) for k in (1, 2)] == [(4, "none"), (2, "ddp")]
+    for run in runs.values():
+        assert [step for step, _ in run["curve"]] == [2, 4, 6] and run["tokens_per_s"] > 0
+        assert run["val_mean_ppl"] > 1
+    assert runs[1]["speedup"] == 1.0 and runs[2]["efficiency"] == pytest.approx(runs[2]["speedup"] / 2)
+
+    render = load_benchmark("render_readme")
+    table = render.lm_scaling(results).splitlines()
+    assert table[2].startswith("| 1 | none | 4 |") and table[3].startswith("| 2 | ddp | 2 |")
+    render.lm_scaling_plot(results, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_scaling_rejects_a_world_size_that_does_not_divide_the_batch(tmp_path):
+    finished = subprocess.run([sys.executable, str(ROOT / "experiments" / "lm_scaling.py"), "--data", "x",
+                               "--world-sizes", "3", "--global-batch", "4"], capture_output=True, text=True)
+    assert finished.returncode == 2 and "--world-sizes: 3 does not divide --global-batch 4" in finished.stderr
