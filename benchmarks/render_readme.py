@@ -127,6 +127,22 @@ def toy_curves_plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def toy_stack_speed(results: dict) -> str:
+    """ms per step of one stack, eager and compiled, per architecture."""
+    settings = results["settings"]
+    lines = ["| model | torch.compile | ms per step (stack) | ms per run-step | × eager | warm-up |",
+             "|---|---|---:|---:|---:|---:|"]
+    for row in results["rows"]:
+        if row["status"] != "ok":
+            lines.append(f"| {row['arch']} | {row['compile']} | {row['status']}: {row['reason'][:60]} | | | |")
+            continue
+        lines.append(f"| {row['arch']} | {row['compile']} | {row['ms_per_step']:.1f} | {row['ms_per_run_step']:.2f} | "
+                     f"{row['speedup_vs_eager']:.2f}× | {row['warmup_s']:.0f} s |")
+    lines += ["", f"A stack of {settings['runs']} runs, {settings['steps']} timed steps after {settings['warmup']} "
+              "(`python benchmarks/toy_stack_speed.py`).", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 OP_SPEED_GPU_RESULTS = ROOT / "benchmarks" / "results" / "op_speed_gpu.json"
 SPEED_SDPA_METHODS = ("sdpa", "sdpa_cudnn", "sdpa_flash")
 SPEED_MTA_METHODS = ("triton", "reference", "chunked")
@@ -636,6 +652,7 @@ TABLES = {
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
+    "toy_stack_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed.json"), toy_stack_speed),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),

@@ -1,0 +1,109 @@
+"""Speed of the stacked toy trainer (issue 3): ms per step of a stack of R runs, eager and under torch.compile.
+
+Table 1's 36 runs must each finish inside one device call, so what a step of the stack costs decides how many
+steps the reproduction can afford. For each architecture and --compile mode (mta.train.toy.COMPILE_MODES), one
+stack of --runs runs of the paper's toy model (spec §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
+autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph recording, AdamW state), then --steps
+timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
+"× eager" is the eager stack's ms/step over this one's, in the same process.
+
+    python benchmarks/toy_stack_speed.py                       # → benchmarks/results/toy_stack_speed.json
+    python benchmarks/toy_stack_speed.py --quick --out /tmp/toy_speed.json   # CPU smoke run: tiny models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from mta.profiling import synchronize
+from mta.train.toy import COMPILE_MODES, ToyTrainConfig
+from mta.train.toy_stack import _Stack
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "toy_stack_speed.json"
+FULL = {"runs": 18, "steps": 50, "warmup": 10, "model": {}}
+QUICK = {"runs": 2, "steps": 2, "warmup": 1, "model": {"dim": 16, "n_layers": 1}}
+
+
+def stack_configs(arch: str, mode: str, args: argparse.Namespace) -> list[ToyTrainConfig]:
+    task = dict(n_block=5, variant="all") if not args.quick else dict(n_block=3, variant="all", num_blocks=4,
+                                                                        batch_size=4, eval_samples=4)
+    return [ToyTrainConfig(arch=arch, seed=seed, compile=mode, device=args.device, data="tensor",
+                           model=dict(args.model), **task) for seed in range(args.runs)]
+
+
+def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
+    """One row: the stack's ms/step after the warm-up, or "error" with the reason."""
+    row = {"arch": arch, "compile": mode, "runs": args.runs}
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            configs = stack_configs(arch, mode, args)
+            stack = _Stack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
+            warm_start = time.perf_counter()
+            for _ in range(args.warmup):
+                stack.train_step(configs[0].lr)
+            synchronize(stack.device)
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                stack.train_step(configs[0].lr)
+            synchronize(stack.device)
+            elapsed = time.perf_counter() - started
+            for run in stack.runs:
+                run.log.close()
+        row.update(status="ok", warmup_s=started - warm_start, ms_per_step=elapsed / args.steps * 1e3,
+                   ms_per_run_step=elapsed / args.steps * 1e3 / args.runs)
+    except Exception as error:  # one failing mode must not cost the others
+        traceback.print_exc()
+        row.update(status="error", reason=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+    return row
+
+
+def add_ratios(rows: list[dict]) -> None:
+    eager = {r["arch"]: r for r in rows if r["compile"] == "off" and r["status"] == "ok"}
+    for row in rows:
+        base = eager.get(row["arch"])
+        row["speedup_vs_eager"] = base["ms_per_step"] / row["ms_per_step"] if base and row["status"] == "ok" else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from mta.provenance import run_metadata
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", choices=("transformer", "mta"), default=["transformer", "mta"])
+    parser.add_argument("--modes", nargs="+", choices=COMPILE_MODES, default=list(COMPILE_MODES))
+    parser.add_argument("--runs", type=int, help=f"runs per stack (default {FULL['runs']})")
+    parser.add_argument("--steps", type=int, help=f"timed steps (default {FULL['steps']})")
+    parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {FULL['warmup']})")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda")
+    parser.add_argument("--quick", action="store_true", help=f"tiny CPU smoke run: {QUICK}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    if args.quick and args.device == "auto":
+        args.device = "cpu"
+    modes = ["off", *[m for m in args.modes if m != "off"]]  # eager first: the baseline of every ratio
+    rows = []
+    for arch in args.archs:
+        for mode in modes:
+            rows.append(measure(arch, mode, args))
+            print(json.dumps(rows[-1]), flush=True)
+    add_ratios(rows)
+    results = {"meta": run_metadata(), "settings": {"runs": args.runs, "steps": args.steps, "warmup": args.warmup,
+                                                    "device": args.device, "model": args.model}, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""benchmarks/toy_stack_speed.py on a CPU (--quick: tiny models): every (arch, mode) row, ratios to eager, the table."""
+
+from __future__ import annotations
+
+import json
+
+from benchmark_scripts import load_benchmark
+
+bench = load_benchmark("toy_stack_speed")
+render = load_benchmark("render_readme")
+
+
+def test_quick_cpu_run_times_eager_and_compiled_stacks(tmp_path, one_thread):
+    out = tmp_path / "speed.json"
+    bench.main(["--quick", "--archs", "transformer", "--modes", "default", "off", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results["meta"]["commit"] and results["settings"]["runs"] == 2
+    rows = {(r["arch"], r["compile"]): r for r in results["rows"]}
+    assert list(rows) == [("transformer", "off"), ("transformer", "default")]  # eager first
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["ms_per_run_step"] * 2 == row["ms_per_step"] and row["warmup_s"] > 0
+    assert rows["transformer", "off"]["speedup_vs_eager"] == 1.0
+    assert rows["transformer", "default"]["speedup_vs_eager"] > 0
+    table = render.toy_stack_speed(results).splitlines()
+    assert table[2].startswith("| transformer | off |") and "| 1.00× |" in table[2]
+    assert table[3].startswith("| transformer | default |")
