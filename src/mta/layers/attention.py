@@ -267,11 +267,10 @@ class TalkingHeadsAttention(MultiTokenAttention):
 
 
 def step_mask(q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
-    """Bool [B, 1, T, L]: the keys each of the T new queries may see (causal, no left padding)."""
+    """Bool [B, 1, T, L] ([1, 1, T, L] without padding): the keys each of the T new queries may see (causal,
+    no left padding)."""
     total = state.length
-    if start is None:
-        start = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return visible_keys(total - q.shape[2], q.shape[2], total, start)
+    return visible_keys(total - q.shape[2], q.shape[2], total, start, q.device)
 
 
 def _kernel(n_heads: int, size: tuple[int, int] | None) -> nn.Parameter | None:

@@ -83,21 +83,25 @@ def mta_attention_step(
         q_past = q.new_zeros(batch, n_heads, pre_rows, head_dim)
     queries = torch.cat([q_past, q], dim=2) if pre_rows else q  # positions L-T-pre_rows … L-1
     scores = torch.matmul(queries.to(dtype), keys.transpose(-1, -2)) * scale
-    allowed = visible_keys(total - new - pre_rows, queries.shape[2], total, start)  # [B, 1, pre_rows+T, L]
+    allowed = visible_keys(total - new - pre_rows, queries.shape[2], total, start, q.device)  # [B|1, 1, pre_rows+T, L]
     if kernel_pre is not None:
         scores = query_key_conv_rows(scores.masked_fill(~allowed, 0.0), kernel_pre)
     allowed = allowed[:, :, pre_rows:]
     if head_mix_pre is not None:
         scores = head_mix(scores, head_mix_pre)
     # A padding row has no key to attend to: its softmax is 0/0, and its weights are defined as zeros.
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).masked_fill(~allowed.any(-1, True), 0)
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    if start is not None:  # without padding every new row sees a key
+        weights = weights.masked_fill(~allowed.any(-1, True), 0)
     rows = weights
     if post_rows and weights_past is None:
         weights_past = weights.new_zeros(batch, n_heads, post_rows, total - new)
     if post_rows:
         past_rows = torch.nn.functional.pad(weights_past.to(dtype), (0, new))
-        past_valid = visible_keys(total - new - post_rows, post_rows, total, start).any(-1, True)
-        rows = torch.cat([past_rows.masked_fill(~past_valid, 0.0), weights], dim=2)
+        if start is not None or total - new < post_rows:  # rows before position 0 or in the padding are zeros
+            past_valid = visible_keys(total - new - post_rows, post_rows, total, start, q.device).any(-1, True)
+            past_rows = past_rows.masked_fill(~past_valid, 0.0)
+        rows = torch.cat([past_rows, weights], dim=2)
     if kernel_post is not None:
         weights = query_key_conv_rows(rows, kernel_post).masked_fill(~allowed, 0.0)
     if head_mix_post is not None:
@@ -125,11 +129,14 @@ def query_key_conv_rows(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return diagonal.sum(-1)
 
 
-def visible_keys(first: int, rows: int, total: int, start: torch.Tensor) -> torch.Tensor:
-    """Bool [B, 1, rows, total]: key j is visible to the query at position first + r (start[b] <= j <= it)."""
-    query = torch.arange(first, first + rows, device=start.device).view(1, 1, rows, 1)
-    key = torch.arange(total, device=start.device).view(1, 1, 1, total)
-    return (key <= query) & (key >= start.view(-1, 1, 1, 1))
+def visible_keys(first: int, rows: int, total: int, start: torch.Tensor | None,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """Bool [B, 1, rows, total] ([1, 1, rows, total] for start None: no padding): key j is visible to the query
+    at position first + r (start[b] <= j <= it). device: where to build it when start is None."""
+    device = start.device if start is not None else device
+    query = torch.arange(first, first + rows, device=device).view(1, 1, rows, 1)
+    key = torch.arange(total, device=device).view(1, 1, 1, total)
+    return key <= query if start is None else (key <= query) & (key >= start.view(-1, 1, 1, 1))
 
 
 def _past(name: str, past: torch.Tensor | None, shape: tuple[int, ...], q: torch.Tensor, before: int,
@@ -174,10 +181,10 @@ def _check_step_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tup
     return batch, n_heads, new, head_dim
 
 
-def _check_start(start: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+def _check_start(start: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
     """Shape, dtype and device only: checking the values would synchronise with the device at every step."""
     if start is None:
-        return torch.zeros(batch, dtype=torch.long, device=device)
+        return None
     if not isinstance(start, torch.Tensor) or start.shape != (batch,) or start.dtype.is_floating_point:
         got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
         raise ValueError(f"start: expected an integer tensor of shape [B={batch}], got {got}")
