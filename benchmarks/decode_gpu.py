@@ -30,7 +30,6 @@ step (GPU time on a GPU). The JSON is rewritten after each row.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import time
@@ -41,7 +40,7 @@ from typing import NamedTuple
 import torch
 
 from mta.models import DecodeCache, DecoderLM, get_preset
-from mta.profiling import synchronize
+from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "decode_gpu.json"
 METHODS = ("transformer_cached", "mta_cached", "mta_recompute")
@@ -168,14 +167,6 @@ def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, 
                      "self_device_ms_per_step": device_us(e) / steps / 1e3} for e in ranked]}
 
 
-def fresh_state(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def skip_reason(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: torch.device) -> str | None:
     if m.method != "mta_recompute" or device.type != "cuda":
         return None
@@ -190,7 +181,7 @@ def measure(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: 
     """One row: measured, or "oom" / "error" with the reason; memory freed afterwards."""
     row = {**m._asdict(), "batch": args.batch}
     started = time.monotonic()
-    fresh_state(device)
+    fresh_cuda_state(device)
     try:
         with torch.inference_mode():
             row.update(decode(m, model, args, device))
@@ -199,13 +190,9 @@ def measure(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: 
     except Exception as error:  # one failing row must not cost the rest of a GPU session
         traceback.print_exc()
         row.update(status="error", reason=f"{type(error).__name__}: {first_line(error)}")
-    fresh_state(device)
+    fresh_cuda_state(device)
     row["wall_s"] = round(time.monotonic() - started, 2)
     return row
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [""])[0]
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -226,10 +213,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 def write_results(path: Path, results: dict) -> None:
     add_ratios(results["rows"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(results, indent=1) + "\n")
-    partial.replace(path)
+    write_json_atomic(path, results)
 
 
 def summary(results: dict) -> str:
@@ -266,9 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="start no measurement after this many seconds (default: no limit)")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, defaults)
     if args.quick and args.device is None:
         args.device = "cpu"
     return args

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
 import statistics
@@ -47,7 +46,7 @@ import torch
 
 from mta.models import DecoderLM, get_preset
 from mta.ops import available_backends
-from mta.profiling import synchronize
+from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, write_json_atomic
 from mta.train.lm_config import LMTrainConfig
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_throughput.json"
@@ -91,14 +90,6 @@ def skip_reason(m: Measurement, device: torch.device) -> str | None:
     if m.backend == "triton" and "triton" not in available_backends(device):
         return f"triton cannot run on {device.type}"
     return None
-
-
-def fresh_state(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def train_steps(m: Measurement, size: str, seq_len: int, warmup: int, steps: int, compile_blocks: bool,
@@ -156,7 +147,7 @@ def measure(m: Measurement, args: argparse.Namespace, device: torch.device) -> d
     """One results row: measured, or "oom" / "error" with the reason; the device memory freed afterwards."""
     row = {**m._asdict(), "preset": f"{args.size}-{m.model}", "seq_len": args.seq_len}
     started = time.monotonic()
-    fresh_state(device)
+    fresh_cuda_state(device)
     if args.compile:
         torch._dynamo.reset()
     try:
@@ -167,13 +158,9 @@ def measure(m: Measurement, args: argparse.Namespace, device: torch.device) -> d
     except Exception as error:  # one failing row must not cost the rest of a GPU session
         traceback.print_exc()
         row.update(status="error", reason=f"{type(error).__name__}: {first_line(error)}")
-    fresh_state(device)
+    fresh_cuda_state(device)
     row["wall_s"] = round(time.monotonic() - started, 2)
     return row
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [""])[0]
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -213,10 +200,7 @@ def write_results(path: Path, results: dict) -> None:
     """Ratios and targets from the rows so far, then an atomic write (a killed run leaves a complete file)."""
     add_ratios(results["rows"])
     results["targets"] = targets(results["rows"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(results, indent=1) + "\n")
-    partial.replace(path)
+    write_json_atomic(path, results)
 
 
 def summary(results: dict) -> str:
@@ -259,9 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="start no measurement after this many seconds (default: no limit)")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
-    for name, value in defaults.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value)
+    fill_defaults(args, defaults)
     if args.backend == "auto":
         args.backend = "triton"
     if args.quick and args.device is None:

@@ -48,7 +48,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mta.ops import available_backends, mta_attention
-from mta.profiling import synchronize
+from mta.profiling import first_line, synchronize, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "op_speed_gpu.json"
 HEADS = 16
@@ -241,18 +241,11 @@ def measure(m: Measurement, repeats: int, device: torch.device) -> dict:
     return row
 
 
-def first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [""])[0]
-
-
 def write_results(path: Path, results: dict) -> None:
     """Write atomically, so that a run killed mid-write leaves the previous complete file."""
     results["sdpa_default_backend"] = ", ".join(sorted({row["sdpa_backend"] for row in results["rows"]
                                                         if row["method"] == "sdpa" and "sdpa_backend" in row}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(results, indent=1) + "\n")
-    partial.replace(path)
+    write_json_atomic(path, results)
 
 
 def row_key(row: dict) -> tuple:

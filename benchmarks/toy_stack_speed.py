@@ -20,9 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
-from mta.profiling import synchronize
+from mta.profiling import fill_defaults, first_line, synchronize, write_json_atomic
 from mta.train.toy import COMPILE_MODES, ToyTrainConfig
 from mta.train.toy_stack import _Stack
 
@@ -60,7 +58,7 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
                    ms_per_run_step=elapsed / args.steps * 1e3 / args.runs)
     except Exception as error:  # one failing mode must not cost the others
         traceback.print_exc()
-        row.update(status="error", reason=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+        row.update(status="error", reason=f"{type(error).__name__}: {first_line(error)}")
     return row
 
 
@@ -85,9 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
-    for name, value in defaults.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value)
+    fill_defaults(args, defaults)
     if args.quick and args.device == "auto":
         args.device = "cpu"
     modes = ["off", *[m for m in args.modes if m != "off"]]  # eager first: the baseline of every ratio
@@ -99,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_ratios(rows)
     results = {"meta": run_metadata(), "settings": {"runs": args.runs, "steps": args.steps, "warmup": args.warmup,
                                                     "device": args.device, "model": args.model}, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json_atomic(args.out, results)
     print(f"wrote {args.out}")
     return results
 

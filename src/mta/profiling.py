@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -44,3 +47,32 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int 
         synchronize(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def fresh_cuda_state(device: torch.device) -> None:
+    """Free what earlier measurements left (gc, the allocator's cache) and restart the peak-memory count."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error's message (CUDA out-of-memory messages run to many lines)."""
+    return (str(error).splitlines() or [""])[0]
+
+
+def write_json_atomic(path: Path, results: dict) -> None:
+    """Write `results` as JSON through a temporary file, so a run killed mid-write leaves the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(results, indent=1) + "\n")
+    partial.replace(path)
+
+
+def fill_defaults(args, defaults: dict) -> None:
+    """Set each argparse attribute in `defaults` that the command line left None (a FULL or QUICK setting)."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
