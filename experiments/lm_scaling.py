@@ -60,9 +60,6 @@ def add_ratios(runs: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from mta.provenance import run_metadata
 
-    argv = sys.argv[1:] if argv is None else argv
-    train_extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a corpus written by `mta data prepare`")
     parser.add_argument("--preset", default="small-mta", help="model preset (default small-mta)")
@@ -75,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps left out of the tokens/s (compilation, warm-up; default 20)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs") / "lm-scaling", help="run directories")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default results/lm/scaling.json)")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: more `mta train` flags for every run")
     args = parser.parse_args(argv)
+    train_extra = [a for a in args.train_args if a != "--"]
     for world_size in args.world_sizes:
         if world_size < 1 or args.global_batch % world_size:
             parser.error(f"--world-sizes: {world_size} does not divide --global-batch {args.global_batch}")

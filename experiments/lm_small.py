@@ -91,9 +91,6 @@ def base_model_settings(train_extra: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    train_extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a corpus written by `mta data prepare`")
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -108,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="`mta train --set` of the extension runs (repeatable)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs") / "lm-small", help="run directories")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default results/lm)")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: more `mta train` flags for every run")
     args = parser.parse_args(argv)
+    train_extra = [a for a in args.train_args if a != "--"]
     if args.extend is not None and args.extend < 2:
         parser.error(f"--extend: got {args.extend}, expected an integer >= 2")
     logs = args.work_dir / "logs"
