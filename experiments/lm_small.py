@@ -29,19 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from mta.train.runtime import visible_gpus
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "lm"
 ARCHS = ("transformer", "diff", "talking_heads", "mta")
-
-
-def visible_gpus() -> list[str | None]:
-    """The GPU indices to spread over (CUDA_VISIBLE_DEVICES or all torch sees), or [None] for the CPU."""
-    import torch
-
-    count = torch.cuda.device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = [g for g in listed.split(",") if g] if listed else [str(i) for i in range(count)]
-    return gpus[:count] or [None]
 
 
 def run_all(jobs: list[tuple[str, list[str]]], concurrency: int, log_dir: Path) -> list[str]:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from mta.train.runtime import visible_gpus
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "longctx"
 EVALUATIONS = ("needle", "babi")
@@ -39,16 +41,6 @@ def command(name: str, checkpoint: str, evaluation: str, args: argparse.Namespac
     return [sys.executable, "-m", "mta", "eval", evaluation, "--checkpoint", checkpoint, "--data", args.data,
             "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
             "--out", str(args.out / f"{name}.{evaluation}.json"), "--no-progress", *extra]
-
-
-def visible_gpus() -> list[str | None]:
-    """The GPU indices to spread over (CUDA_VISIBLE_DEVICES or all torch sees), or [None] for the CPU."""
-    import torch
-
-    count = torch.cuda.device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = [g for g in listed.split(",") if g] if listed else [str(i) for i in range(count)]
-    return gpus[:count] or [None]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -18,6 +20,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: got {name!r}, but torch sees no CUDA device")
     return device
+
+
+def visible_gpus() -> list[str | None]:
+    """The GPUs a launcher spreads its processes over, as CUDA_VISIBLE_DEVICES values (that variable's list, or
+    every GPU torch sees), or [None] for the CPU."""
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in listed.split(",") if g] if listed else [str(i) for i in range(count)]
+    return gpus[:count] or [None]
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
