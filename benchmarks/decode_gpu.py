@@ -124,15 +124,10 @@ def decode(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: t
         if step == args.warmup:
             synchronize(device)
             started = time.perf_counter()
-        if recompute:
-            sequence = torch.cat([sequence, next_token(model, sequence, None)], dim=1)
-        else:
-            token = next_token(model, token, cache)
+        token, sequence = greedy_step(model, token, sequence, cache)
     synchronize(device)
     elapsed = time.perf_counter() - started
-    profile = step_profile(model, token, sequence, cache, recompute, args.profile_steps, device) \
-        if args.profile_steps else None
-    return {
+    row = {
         "status": "ok",
         "steps": steps,
         "tokens_per_s": args.batch * steps / elapsed,
@@ -140,12 +135,23 @@ def decode(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: t
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "cache_gib": None if cache is None else cache_bytes(cache) / 2**30,
         "prefill_s": prefill_s,
-        **({"profile": profile} if profile is not None else {}),
     }
+    if args.profile_steps:  # after the peak memory is read: the profiler's own memory is not the method's
+        row["profile"] = step_profile(model, token, sequence, cache, args.profile_steps, device)
+    return row
+
+
+def greedy_step(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, cache: DecodeCache | None):
+    """One greedy step: with a cache, from the last token (the new token, sequence unchanged); without one,
+    recomputing the whole sequence (the new token, sequence extended by it)."""
+    if cache is None:
+        token = next_token(model, sequence, None)
+        return token, torch.cat([sequence, token], dim=1)
+    return next_token(model, token, cache), sequence
 
 
 def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, cache: DecodeCache | None,
-                 recompute: bool, steps: int, device: torch.device, top: int = 12) -> dict:
+                 steps: int, device: torch.device, top: int = 12) -> dict:
     """`steps` more greedy steps under torch.profiler: op launches per step and the ops with the most self time
     per step (on the GPU when there is one, else on the CPU), to see what bounds a step."""
     from torch.profiler import ProfilerActivity, profile
@@ -153,10 +159,7 @@ def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            if recompute:
-                sequence = torch.cat([sequence, next_token(model, sequence, None)], dim=1)
-            else:
-                token = next_token(model, token, cache)
+            token, sequence = greedy_step(model, token, sequence, cache)
         synchronize(device)
     averages = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     device_us = lambda e: getattr(e, "self_device_time_total", 0) or 0  # noqa: E731
