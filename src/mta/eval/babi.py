@@ -25,7 +25,7 @@ import torch
 from mta.data.babi import TASKS, generate_story
 
 from .background import Background
-from .choice import METRIC, ChoiceSample, candidate_logprobs, choice_credit, greedy_matches
+from .choice import METRIC, ChoiceSample, candidate_logprobs, choice_credit, greedy_matches, mean
 
 DEFAULT_LENGTHS = (0, 1024, 2048, 4096)
 
@@ -109,24 +109,22 @@ def evaluate_babi(model: torch.nn.Module, background: Background, tasks=TASKS, l
             desc = f"babi {task} L={length}"
             scores = candidate_logprobs(model, batch, batch_size, autocast_dtype, progress, desc)
             row = {"task": task, "length": length, "samples": len(batch),
-                   "accuracy_pct": _mean([100 * choice_credit(sc, s.answer) for sc, s in zip(scores, batch)]),
-                   "chance_pct": _mean([100 / len(s.candidates) for s in batch]),
-                   "distractor_tokens": _mean([s.distractor_tokens for s in batch])}
+                   "accuracy_pct": mean([100 * choice_credit(sc, s.answer) for sc, s in zip(scores, batch)]),
+                   "chance_pct": mean([100 / len(s.candidates) for s in batch]),
+                   "distractor_tokens": mean([s.distractor_tokens for s in batch])}
             if generate:
-                row["exact_match_pct"] = _mean([100 * m for m in greedy_matches(model, batch, batch_size,
-                                                                                 autocast_dtype, progress, desc)])
+                row["exact_match_pct"] = mean([100 * m for m in greedy_matches(model, batch, batch_size,
+                                                                                autocast_dtype, progress, desc)])
             rows.append(row)
 
-    def mean(key, value) -> float:
-        return _mean([r["accuracy_pct"] for r in rows if r[key] == value])
+    def accuracy_where(key, value) -> float:
+        return mean([r["accuracy_pct"] for r in rows if r[key] == value])
 
     return {"task": "babi", "metric": METRIC,
             "settings": {"tasks": list(tasks), "lengths": kept, "samples": samples, "seed": seed,
                          "distractor_text": background.source, "generate": generate},
-            "rows": rows, "by_task": {task: mean("task", task) for task in tasks},
-            "by_length": {str(length): mean("length", length) for length in kept},
-            "mean_accuracy_pct": _mean([r["accuracy_pct"] for r in rows]), "skipped": skipped}
+            "rows": rows, "by_task": {task: accuracy_where("task", task) for task in tasks},
+            "by_length": {str(length): accuracy_where("length", length) for length in kept},
+            "mean_accuracy_pct": mean([r["accuracy_pct"] for r in rows]), "skipped": skipped}
 
 
-def _mean(values) -> float:
-    return float(sum(values) / len(values))

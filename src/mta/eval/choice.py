@@ -60,6 +60,11 @@ def choice_credit(scores: Sequence[float], answer: int) -> float:
     return 1.0 / len(tied) if answer in tied else 0.0
 
 
+def mean(values) -> float:
+    """The mean of a non-empty sequence of numbers, as a float (the reports' accuracies and chance levels)."""
+    return float(sum(values) / len(values))
+
+
 @torch.no_grad()
 def candidate_logprobs(model: torch.nn.Module, samples: Sequence[ChoiceSample], batch_size: int = 8,
                        autocast_dtype: torch.dtype | None = None, progress: bool = False,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .background import Background
-from .choice import METRIC, ChoiceSample, candidate_logprobs, choice_credit, greedy_matches
+from .choice import METRIC, ChoiceSample, candidate_logprobs, choice_credit, greedy_matches, mean
 
 NEEDLE = " The secret {kind} of {key} is {value}."
 QUESTION = "\nWhat is the secret {kind} of {key}? The secret {kind} of {key} is"
@@ -131,23 +131,19 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
             for depth in depths:
                 picked = [i for i, s in enumerate(batch) if s.depth == float(depth)]
                 row = {"needles": k, "length": length, "depth": float(depth), "samples": len(picked),
-                       "accuracy_pct": 100 * _mean([choice_credit(scores[i], batch[i].answer) for i in picked]),
+                       "accuracy_pct": 100 * mean([choice_credit(scores[i], batch[i].answer) for i in picked]),
                        "chance_pct": 100 / k}
                 if matches is not None:
-                    row["exact_match_pct"] = 100 * _mean([matches[i] for i in picked])
+                    row["exact_match_pct"] = 100 * mean([matches[i] for i in picked])
                 rows.append(row)
-    by_needles = {str(k): _mean([r["accuracy_pct"] for r in rows if r["needles"] == k]) for k in needles}
-    by_depth = {f"{d:g}": _mean([r["accuracy_pct"] for r in rows if r["depth"] == float(d)]) for d in depths}
+    by_needles = {str(k): mean([r["accuracy_pct"] for r in rows if r["needles"] == k]) for k in needles}
+    by_depth = {f"{d:g}": mean([r["accuracy_pct"] for r in rows if r["depth"] == float(d)]) for d in depths}
     settings = {"needles": list(needles), "lengths": list(lengths), "depths": [float(d) for d in depths],
                 "samples": samples, "seed": seed, "values": values, "haystack": background.source,
                 "needle": NEEDLE.format(kind=VALUE_KINDS[values], key="<key>", value="<value>"),
                 "generate": generate}
     return {"task": "needle", "metric": METRIC, "settings": settings, "rows": rows, "by_needles": by_needles,
-            "by_depth": by_depth, "mean_accuracy_pct": _mean([r["accuracy_pct"] for r in rows])}
-
-
-def _mean(values) -> float:
-    return float(sum(values) / len(values))
+            "by_depth": by_depth, "mean_accuracy_pct": mean([r["accuracy_pct"] for r in rows])}
 
 
 def check_room(background: Background, needles: int, length: int, values: str, pool: list[str]) -> None:
