@@ -87,15 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick and args.device == "auto":
         args.device = "cpu"
     modes = ["off", *[m for m in args.modes if m != "off"]]  # eager first: the baseline of every ratio
-    rows = []
+    results = {"meta": run_metadata(), "settings": {"runs": args.runs, "steps": args.steps, "warmup": args.warmup,
+                                                    "device": args.device, "model": args.model}, "rows": []}
     for arch in args.archs:
         for mode in modes:
-            rows.append(measure(arch, mode, args))
-            print(json.dumps(rows[-1]), flush=True)
-    add_ratios(rows)
-    results = {"meta": run_metadata(), "settings": {"runs": args.runs, "steps": args.steps, "warmup": args.warmup,
-                                                    "device": args.device, "model": args.model}, "rows": rows}
-    write_json_atomic(args.out, results)
+            results["rows"].append(measure(arch, mode, args))
+            print(json.dumps(results["rows"][-1]), flush=True)
+            add_ratios(results["rows"])
+            write_json_atomic(args.out, results)  # after every row: a run cut short keeps what it measured
     print(f"wrote {args.out}")
     return results
 

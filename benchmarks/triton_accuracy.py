@@ -11,13 +11,13 @@ and of the gradients of q, k, v and every kernel and mixer are written to benchm
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from mta.ops import mta_attention
+from mta.profiling import write_json_atomic
 from mta.provenance import run_metadata
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "triton_accuracy_gpu.json"
@@ -83,7 +83,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("triton_accuracy.py needs a CUDA device")
     device = torch.device("cuda")
-    rows, worst = [], 0.0
+    rows, worst, meta = [], 0.0, run_metadata()
     for config in args.configs:
         for seq_len in args.lengths:
             errs = measure(config, configs(args.heads)[config], seq_len, args.heads, args.head_dim, device)
@@ -91,9 +91,9 @@ def main() -> None:
             rows.append({"config": config, "seq_len": seq_len, "heads": args.heads, "head_dim": args.head_dim, "errors": errs})
             print(config, seq_len, {name: round(e["relative_rms"], 5) for name, e in errs.items()}, flush=True)
             torch.cuda.empty_cache()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": run_metadata(), "bound_relative_rms": RELATIVE_RMS_BOUND,
-                                    "worst_relative_rms": worst, "rows": rows}, indent=2) + "\n")
+            # after every row: a run cut short keeps what it measured
+            write_json_atomic(args.out, {"meta": meta, "bound_relative_rms": RELATIVE_RMS_BOUND,
+                                         "worst_relative_rms": worst, "rows": rows})
     print(f"worst relative RMS error {worst:.4f} (bound {RELATIVE_RMS_BOUND}); wrote {args.out}")
     if args.check and worst > RELATIVE_RMS_BOUND:
         sys.exit(1)
