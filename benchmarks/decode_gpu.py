@@ -21,9 +21,11 @@ cache_gib: the cache's tensors after the last step. mta_recompute is skipped wit
 reference maps (about 6 fp32 B×H×N×N tensors in flight) would not fit the GPU, an out-of-memory is "oom", and
 no measurement starts after --time-budget-s. With --profile-steps K, K more steps per row run under
 torch.profiler and the row's "profile" holds the aten calls per step and the ops with the most self time per
-step (GPU time on a GPU). The JSON is rewritten after each row.
+step (GPU time on a GPU). The JSON is rewritten after each row, and --resume keeps its measured rows and
+measures only the (method, N) pairs it lacks (a run cut short by the time budget, or more contexts).
 
     python benchmarks/decode_gpu.py --time-budget-s 170          # → benchmarks/results/decode_gpu.json
+    python benchmarks/decode_gpu.py --resume --contexts 16384 32768   # a later session: the rest
     python benchmarks/decode_gpu.py --quick --out /tmp/decode.json   # CPU smoke run: tiny presets
 """
 
@@ -40,7 +42,7 @@ from typing import NamedTuple
 import torch
 
 from mta.models import DecodeCache, DecoderLM, get_preset
-from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, write_json_atomic
+from mta.profiling import fill_defaults, first_line, fresh_cuda_state, profile_calls, synchronize, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "decode_gpu.json"
 METHODS = ("transformer_cached", "mta_cached", "mta_recompute")
@@ -151,23 +153,14 @@ def greedy_step(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, c
 
 
 def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, cache: DecodeCache | None,
-                 steps: int, device: torch.device, top: int = 12) -> dict:
-    """`steps` more greedy steps under torch.profiler: op launches per step and the ops with the most self time
-    per step (on the GPU when there is one, else on the CPU), to see what bounds a step."""
-    from torch.profiler import ProfilerActivity, profile
+                 steps: int, device: torch.device) -> dict:
+    """`steps` more greedy steps under torch.profiler (mta.profiling.profile_calls)."""
+    state = [token, sequence]
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            token, sequence = greedy_step(model, token, sequence, cache)
-        synchronize(device)
-    averages = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    device_us = lambda e: getattr(e, "self_device_time_total", 0) or 0  # noqa: E731
-    timed = device_us if device.type == "cuda" else (lambda e: e.self_cpu_time_total)  # noqa: E731
-    ranked = sorted(averages, key=timed, reverse=True)[:top]
-    return {"steps": steps, "aten_calls_per_step": sum(e.count for e in averages) / steps,
-            "top": [{"op": e.key, "calls_per_step": e.count / steps, "self_cpu_ms_per_step": e.self_cpu_time_total / steps / 1e3,
-                     "self_device_ms_per_step": device_us(e) / steps / 1e3} for e in ranked]}
+    def step() -> None:
+        state[:] = greedy_step(model, *state, cache)
+
+    return profile_calls(step, steps, device)
 
 
 def skip_reason(m: Measurement, model: DecoderLM, args: argparse.Namespace, device: torch.device) -> str | None:
@@ -233,6 +226,20 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def resumed(earlier: dict, results: dict) -> dict:
+    """`results` (a new run's empty results) holding `earlier`'s measured rows, after checking that both runs
+    measure the same thing; the earlier run's meta is kept as "earlier_meta" (its rows' commit and date)."""
+    ignore = ("contexts",)
+    old = {k: v for k, v in earlier["settings"].items() if k not in ignore}
+    new = {k: v for k, v in results["settings"].items() if k not in ignore}
+    if old != new:
+        raise SystemExit(f"--resume: the settings differ from the earlier run's: {old} vs {new}")
+    rows = [row for row in earlier["rows"] if row["status"] in ("ok", "oom", "skipped")]
+    metas = earlier.get("earlier_meta", []) + [earlier["meta"]]
+    contexts = sorted(set(earlier["settings"]["contexts"]) | set(results["settings"]["contexts"]))
+    return {**results, "settings": {**results["settings"], "contexts": contexts}, "rows": rows, "earlier_meta": metas}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", help="default: cuda when available, else cpu")
@@ -251,6 +258,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--time-budget-s", type=float, default=math.inf,
                         help="start no measurement after this many seconds (default: no limit)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep --out's measured rows (same settings but contexts) and measure only the others")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     fill_defaults(args, defaults)
@@ -270,9 +279,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "total_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30
                 if device.type == "cuda" else None}
     results = {"meta": run_metadata(), "settings": settings, "rows": [], "not_started": 0}
+    if args.resume and args.out.exists():
+        results = resumed(json.loads(args.out.read_text()), results)
+    done = {(row["method"], row["context"]) for row in results["rows"]}
     started = time.monotonic()
     models: dict[str, DecoderLM] = {}
     for m in planned(args.contexts, args.methods):
+        if (m.method, m.context) in done:
+            continue
         if time.monotonic() - started > args.time_budget_s:
             results["not_started"] += 1
             continue

@@ -221,19 +221,25 @@ def speed_table(results: dict, head_dim: int, field: str, unit: str) -> list[str
     return lines
 
 
-def op_speed_gpu(results: dict) -> str:
-    """The issue's targets (met or missed), then fwd+bwd time per d and peak memory at d = 128, per config and N."""
-    settings = results["settings"]
-    lines = [f"bf16 q/k/v, float32 kernels and mixers (identity + noise), causal, H = {settings['heads']}, "
-             f"B·N = {settings['tokens']:,} tokens (B = {settings['tokens']:,} // N, at least 1), on {settings['device']}. "
-             "Configurations: " + "; ".join(f"**{c}** {text}" for c, text in SPEED_CONFIGS.items()) + ".",
-             "", "Targets (triton backend, d = 128):", "",
+def target_lines(results: dict) -> list[str]:
+    """The issue's targets as a table: each measured ratio, met, missed or not measured."""
+    lines = ["Targets (triton backend, d = 128):", "",
              "| config | compared | N | measured | target | |", "|---|---|---:|---:|---:|---|"]
     for check in speed_targets(results):
         what, seq_len, _, _ = SPEED_TARGET_KINDS[check["kind"]]
         measured = "—" if check["ratio"] is None else f"{check['ratio']:.3g}×"
         status = {None: "not measured", True: "met", False: "missed"}[check["met"]]
         lines.append(f"| {check['config']} | {what} | {short_n(seq_len)} | {measured} | ≤ {check['limit']:g}× | {status} |")
+    return lines
+
+
+def op_speed_gpu(results: dict) -> str:
+    """The issue's targets (met or missed), then fwd+bwd time per d and peak memory at d = 128, per config and N."""
+    settings = results["settings"]
+    lines = [f"bf16 q/k/v, float32 kernels and mixers (identity + noise), causal, H = {settings['heads']}, "
+             f"B·N = {settings['tokens']:,} tokens (B = {settings['tokens']:,} // N, at least 1), on {settings['device']}. "
+             "Configurations: " + "; ".join(f"**{c}** {text}" for c, text in SPEED_CONFIGS.items()) + ".",
+             "", *target_lines(results)]
     head_dims = sorted({row["head_dim"] for row in results["rows"]}, reverse=True)
     for head_dim in head_dims:
         lines += ["", f"Forward + backward time, d = {head_dim} (× SDPA default):", ""]
@@ -247,8 +253,8 @@ def op_speed_gpu(results: dict) -> str:
 
 
 def op_speed_gpu_glue(results: dict) -> str:
-    """A later partial run of the op benchmark (its own commit): fwd+bwd time and peak memory, d = 128."""
-    lines = ["Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
+    """A later partial run of the op benchmark (its own commit): the targets, fwd+bwd time and peak memory, d = 128."""
+    lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
     lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
     lines += ["", "Rows and TFLOP/s: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
     return "\n".join(lines)

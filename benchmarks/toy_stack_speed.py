@@ -5,7 +5,8 @@ steps the reproduction can afford. For each architecture and --compile mode (mta
 stack of --runs runs of the paper's toy model (spec §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
 autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph recording, AdamW state), then --steps
 timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
-"× eager" is the eager stack's ms/step over this one's, in the same process.
+"× eager" is the eager stack's ms/step over this one's, in the same process. --profile-steps K profiles K more
+steps per row (mta.profiling.profile_calls: aten launches and the ops with the most GPU time per step).
 
     python benchmarks/toy_stack_speed.py                       # → benchmarks/results/toy_stack_speed.json
     python benchmarks/toy_stack_speed.py --quick --out /tmp/toy_speed.json   # CPU smoke run: tiny models
@@ -20,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from mta.profiling import fill_defaults, first_line, synchronize, write_json_atomic
+from mta.profiling import fill_defaults, first_line, profile_calls, synchronize, write_json_atomic
 from mta.train.toy import COMPILE_MODES, ToyTrainConfig
 from mta.train.toy_stack import _Stack
 
@@ -52,6 +53,9 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
                 stack.train_step(configs[0].lr)
             synchronize(stack.device)
             elapsed = time.perf_counter() - started
+            if args.profile_steps:
+                row["profile"] = profile_calls(lambda: stack.train_step(configs[0].lr), args.profile_steps,
+                                               stack.device)
             for run in stack.runs:
                 run.log.close()
         row.update(status="ok", warmup_s=started - warm_start, ms_per_step=elapsed / args.steps * 1e3,
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help=f"timed steps (default {FULL['steps']})")
     parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {FULL['warmup']})")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after the timed steps, profile this many more and record the top ops (default 0: off)")
     parser.add_argument("--quick", action="store_true", help=f"tiny CPU smoke run: {QUICK}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)

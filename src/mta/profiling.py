@@ -58,6 +58,25 @@ def fresh_cuda_state(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def profile_calls(fn: Callable[[], object], calls: int, device: torch.device, top: int = 12) -> dict:
+    """Run fn() `calls` times under torch.profiler: aten launches per call and the `top` aten ops with the most
+    self time per call (GPU time on a GPU, else CPU time), to see what bounds a step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+    averages = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    device_us = lambda e: getattr(e, "self_device_time_total", 0) or 0  # noqa: E731
+    timed = device_us if device.type == "cuda" else (lambda e: e.self_cpu_time_total)  # noqa: E731
+    ranked = sorted(averages, key=timed, reverse=True)[:top]
+    return {"steps": calls, "aten_calls_per_step": sum(e.count for e in averages) / calls,
+            "top": [{"op": e.key, "calls_per_step": e.count / calls, "self_cpu_ms_per_step": e.self_cpu_time_total / calls / 1e3,
+                     "self_device_ms_per_step": device_us(e) / calls / 1e3} for e in ranked]}
+
+
 def first_line(error: Exception) -> str:
     """The first line of an error's message (CUDA out-of-memory messages run to many lines)."""
     return (str(error).splitlines() or [""])[0]

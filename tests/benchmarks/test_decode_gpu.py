@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmark_scripts import load_benchmark
@@ -51,6 +52,26 @@ def test_profile_steps_record_the_top_ops(tmp_path, one_thread):
         assert 0 < len(profile["top"]) <= 12 and all(op["op"].startswith("aten::") for op in profile["top"])
         times = [op["self_cpu_ms_per_step"] for op in profile["top"]]
         assert times == sorted(times, reverse=True)  # ranked by CPU self time on a CPU
+
+
+def test_resume_measures_only_the_missing_rows(tmp_path, one_thread):
+    out = tmp_path / "decode.json"
+    bench.main(["--quick", "--contexts", "24", "--methods", "transformer_cached", "--out", str(out)])
+    first = json.loads(out.read_text())
+    results = bench.main(["--quick", "--contexts", "24", "48", "--resume", "--out", str(out)])
+    rows = {(r["method"], r["context"]): r for r in results["rows"]}
+    assert set(rows) == {(m, n) for m in bench.METHODS for n in (24, 48)}
+    assert rows["transformer_cached", 24] == {**first["rows"][0], **{k: rows["transformer_cached", 24][k] for k in
+                                              ("tokens_per_s_vs_transformer", "peak_vs_transformer", "speedup_vs_recompute")}}
+    assert results["settings"]["contexts"] == [24, 48] and results["earlier_meta"] == [first["meta"]]
+    assert rows["mta_cached", 24]["tokens_per_s_vs_transformer"] is not None  # ratios over old and new rows
+
+
+def test_resume_refuses_other_settings(tmp_path, one_thread):
+    out = tmp_path / "decode.json"
+    bench.main(["--quick", "--contexts", "24", "--methods", "transformer_cached", "--out", str(out)])
+    with pytest.raises(SystemExit, match="settings differ"):
+        bench.main(["--quick", "--batch", "1", "--contexts", "24", "--resume", "--out", str(out)])
 
 
 def test_random_cache_has_the_shapes_and_dtypes_of_a_prefill(one_thread):

@@ -25,3 +25,11 @@ def test_quick_cpu_run_times_eager_and_compiled_stacks(tmp_path, one_thread):
     table = render.toy_stack_speed(results).splitlines()
     assert table[2].startswith("| transformer | off |") and "| 1.00× |" in table[2]
     assert table[3].startswith("| transformer | default |")
+
+
+def test_profile_steps_record_the_top_ops(tmp_path, one_thread):
+    out = tmp_path / "speed.json"
+    bench.main(["--quick", "--archs", "mta", "--modes", "off", "--profile-steps", "2", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] == "ok" and row["profile"]["steps"] == 2 and row["profile"]["aten_calls_per_step"] > 10
+    assert all(op["op"].startswith("aten::") for op in row["profile"]["top"])

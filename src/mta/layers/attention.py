@@ -28,7 +28,9 @@ from .state import AttentionState
 
 # SDPA's cuDNN backend (the default on Hopper) builds and caches a graph per shape, so a key length that grows
 # by one at every decoding step builds one per step (see ml-explore/mlx#2743): decoding steps use the others.
-DECODE_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# So does the stacked toy trainer under torch.compile: torch 2.11 cannot trace vmap over the cuDNN op on an
+# H200 ("expected Tensor() for op: torch.ops.aten._scaled_dot_product_cudnn_attention.default").
+SDPA_BACKENDS_WITHOUT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def reject_mta_options(kind: str, config: AttentionConfig) -> None:
@@ -168,7 +170,7 @@ class SoftmaxAttention(ProjectedAttention):
     def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
         # one new query of an unpadded batch sees every cached key: no mask, so SDPA keeps its fused kernels
         mask = None if start is None and q.shape[2] == 1 else step_mask(q, state, start)
-        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+        with sdpa_kernel(SDPA_BACKENDS_WITHOUT_CUDNN):
             out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask,
                                                  enable_gqa=state.keys.shape[1] != q.shape[1])
         return out.transpose(1, 2)

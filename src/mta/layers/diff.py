@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import sdpa_kernel
 
-from .attention import DECODE_SDPA_BACKENDS, ProjectedAttention, reject_mta_options, step_mask
+from .attention import SDPA_BACKENDS_WITHOUT_CUDNN, ProjectedAttention, reject_mta_options, step_mask
 from .config import AttentionConfig, lambda_init
 from .norm import RMSNorm
 from .state import AttentionState
@@ -68,7 +68,7 @@ class DiffAttention(ProjectedAttention):
         return self._differential(q, k, v, dict(is_causal=True, dropout_p=self.attention_dropout()))
 
     def attend_step(self, q: torch.Tensor, state: AttentionState, start: torch.Tensor | None) -> torch.Tensor:
-        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+        with sdpa_kernel(SDPA_BACKENDS_WITHOUT_CUDNN):
             return self._differential(q, state.keys, state.values, dict(attn_mask=step_mask(q, state, start)))
 
     def finish(self, heads: torch.Tensor) -> torch.Tensor:

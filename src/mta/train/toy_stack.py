@@ -20,15 +20,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import sdpa_kernel
 from tqdm import tqdm
 
 from mta.data.toy import PAD_ID
 from mta.eval.toy import IGNORE_INDEX, evaluate_toy
+from mta.layers.attention import SDPA_BACKENDS_WITHOUT_CUDNN
 from mta.models import DecoderLM
 
 from .metrics import JsonlLog
@@ -157,7 +160,8 @@ class _Stack:
         inputs = torch.stack([self._pad(x, PAD_ID) for x, _ in batch])
         targets = torch.stack([self._pad(y, IGNORE_INDEX) for _, y in batch])
 
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        sdpa = sdpa_kernel(SDPA_BACKENDS_WITHOUT_CUDNN) if self.shared.compile != "off" else nullcontext()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None), sdpa:
             losses = self.losses(self.params, self.buffers, inputs, targets)
         losses.sum().backward()
         if self.shared.grad_clip is not None:
