@@ -8,7 +8,6 @@ this package needs no Triton: the kernels are imported on first use.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -22,17 +21,15 @@ __all__ = ["triton_attention", "is_available"]
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@functools.cache
-def triton_installed() -> bool:
-    """Whether the triton package can be imported (looked up once: `auto` asks on every attention call)."""
-    return importlib.util.find_spec("triton") is not None
+# Whether the triton package can be imported, looked up once at import (without importing it): `auto` asks on
+# every attention call, and torch.compile traces a constant, where torch 2.11 skipped the whole compiled frame
+# of a model that called importlib from the attention (no graph at all: the toy stack ran eagerly).
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def is_available(device: torch.device | str) -> bool:
     """Triton is installed and can run on `device`: CUDA, or any device under TRITON_INTERPRET=1."""
-    if not triton_installed():
-        return False
-    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    return TRITON_INSTALLED and (torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
 
 
 def triton_attention(
