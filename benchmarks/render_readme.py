@@ -143,6 +143,11 @@ def toy_stack_speed(results: dict) -> str:
     return "\n".join(lines)
 
 
+def only_arch(results: dict, arch: str) -> dict:
+    """`results` of toy_stack_speed.py with the rows of one architecture only."""
+    return {**results, "rows": [row for row in results["rows"] if row["arch"] == arch]}
+
+
 OP_SPEED_GPU_RESULTS = ROOT / "benchmarks" / "results" / "op_speed_gpu.json"
 SPEED_SDPA_METHODS = ("sdpa", "sdpa_cudnn", "sdpa_flash")
 SPEED_MTA_METHODS = ("triton", "reference", "chunked")
@@ -335,7 +340,7 @@ def paper_table9_ratio(paper: dict, model: str, field: str) -> str:
     return "—" if not ours or not base else f"{ours[key] / base[key]:.3g}×"
 
 
-def model_throughput(results: dict) -> str:
+def model_throughput(results: dict, source: str = "benchmarks/results/model_throughput.json") -> str:
     """Training-step tokens/s and peak memory per (model, backend), as ratios to the Transformer, beside Table 9."""
     settings, paper = results["settings"], results["paper"]
     ratios = throughput_ratios(results)
@@ -365,8 +370,7 @@ def model_throughput(results: dict) -> str:
         status = {None: "not measured", True: "met", False: "missed"}[check["met"]]
         lines.append(f"- {names[check['field']]} {check['sign']} {check['limit']:g}×: {measured} — **{status}**")
     lines += ["", "reference: the materialised PyTorch op, the analogue of the official code; OOM: out of memory; "
-              "skipped/error reasons and per-step times in benchmarks/results/model_throughput.json.",
-              "", provenance_line(results["meta"])]
+              f"skipped/error reasons and per-step times in {source}.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -404,7 +408,12 @@ def decode_gpu(results: dict) -> str:
                      f"| {decode_cell(recompute, 'peak_gib', '.1f', ' GiB')} |")
     lines += ["", "MTA recomputing: no cache, the whole sequence through the reference (materialised) op every step, "
               "as the official generator; skipped where its maps exceed the GPU (reasons, ms/token and cache sizes in "
-              "benchmarks/results/decode_gpu.json).", "", provenance_line(results["meta"])]
+              "benchmarks/results/decode_gpu.json).", ""]
+    earlier = results.get("earlier_meta", [])
+    if earlier:  # rows kept by --resume were measured by those runs
+        lines += ["Rows measured by earlier runs (`--resume`): " + "; ".join(
+            f"commit {meta['commit'][:12]}, {meta['date']}" for meta in earlier) + "; the rest by:", ""]
+    lines.append(provenance_line(results["meta"]))
     return "\n".join(lines)
 
 
@@ -659,9 +668,13 @@ TABLES = {
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_stack_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed.json"), toy_stack_speed),
+    "toy_stack_speed_transformer": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed_transformer.json"),
+                                    lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
+    "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
+                              lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),

@@ -114,3 +114,15 @@ def test_compiled_training_equals_eager(tmp_path):
     assert fused[1]["final_sequence_error_pct"] == eager[1]["final_sequence_error_pct"]
     with pytest.raises(ValueError, match="compile: got 'fast'"):
         ToyTrainConfig(compile="fast")
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mta"])
+def test_stacked_losses_trace_into_one_graph(tmp_path, arch):
+    # The "equals eager" test above cannot see torch.compile skipping the frame and running eagerly, which it
+    # once did for the MTA stack on an H200: the losses must trace whole, without graph breaks.
+    configs = [ToyTrainConfig(arch=arch, n_block=3, seed=seed, steps=1, **TINY) for seed in (1, 2)]
+    stack = toy_stack._Stack(configs, [tmp_path / "a", tmp_path / "b"], None)
+    explanation = torch._dynamo.explain(stack._stacked_losses)(stack.params, stack.buffers, *stack.next_batches())
+    for run in stack.runs:
+        run.log.close()
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons

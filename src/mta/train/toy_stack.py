@@ -156,9 +156,7 @@ class _Stack:
 
     def train_step(self, lr: float) -> torch.Tensor:
         """One AdamW step of every run on its own fresh batch; returns the detached losses [R] (no sync)."""
-        batch = [next(run.batches) for run in self.runs]
-        inputs = torch.stack([self._pad(x, PAD_ID) for x, _ in batch])
-        targets = torch.stack([self._pad(y, IGNORE_INDEX) for _, y in batch])
+        inputs, targets = self.next_batches()
 
         sdpa = sdpa_kernel(SDPA_BACKENDS_WITHOUT_CUDNN) if self.shared.compile != "off" else nullcontext()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None), sdpa:
@@ -172,6 +170,12 @@ class _Stack:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return losses.detach()
+
+    def next_batches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every run's next training batch, padded to the stack's length: inputs, targets [R, B, T]."""
+        batch = [next(run.batches) for run in self.runs]
+        return (torch.stack([self._pad(x, PAD_ID) for x, _ in batch]),
+                torch.stack([self._pad(y, IGNORE_INDEX) for _, y in batch]))
 
     def _stacked_losses(self, params: dict, buffers: dict, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The R runs' losses [R] on their batches inputs, targets [R, B, T] (vmap over functional_call)."""
