@@ -51,18 +51,18 @@ class AttentionConfig:
     layer_index: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("dim", self.dim, 1)
-        _check_int("n_heads", self.n_heads, 1)
+        check_int("dim", self.dim, 1)
+        check_int("n_heads", self.n_heads, 1)
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        _check_int("n_kv_heads", self.n_kv_heads, 1)
+        check_int("n_kv_heads", self.n_kv_heads, 1)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_kv_heads: got {self.n_kv_heads}, expected a divisor of n_heads={self.n_heads}")
         if self.head_dim is None:
             if self.dim % self.n_heads:
                 raise ValueError(f"n_heads: got {self.n_heads}, expected a divisor of dim={self.dim}")
             self.head_dim = self.dim // self.n_heads
-        _check_int("head_dim", self.head_dim, 2)
+        check_int("head_dim", self.head_dim, 2)
         if self.head_dim % 2:
             raise ValueError(f"head_dim: got {self.head_dim}, expected an even number (RoPE rotates pairs)")
         if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
@@ -79,7 +79,7 @@ class AttentionConfig:
                 raise ValueError(f"{name}: got {group!r}, expected a divisor of n_heads={self.n_heads} (or None)")
         if self.depth_scaling and not self.group_norm:
             raise ValueError("depth_scaling: got True with group_norm=False; it scales the group-normed output")
-        _check_int("layer_index", self.layer_index, 0)
+        check_int("layer_index", self.layer_index, 0)
 
     def mta_options_set(self) -> list[str]:
         """The names of the MTA options that are switched on (not None / not False)."""
@@ -90,7 +90,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise a ValueError naming `name` unless `value` is an integer (not a bool) >= minimum."""
     if not _is_int(value) or value < minimum:
         raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
 

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mta.layers.config import check_int
 from mta.models import ModelConfig, get_preset
 
 from .runtime import PRECISIONS
@@ -75,12 +76,12 @@ class LMTrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "steps", "log_every", "eval_every", "eval_windows",
                      "checkpoint_every", "keep_checkpoints"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(name, getattr(self, name), minimum=0)
         for name in ("seq_len", "eval_batch_size"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                check_int(name, getattr(self, name), minimum=1)
         if self.warmup > self.steps:
             raise ValueError(f"warmup: got {self.warmup}, expected <= steps ({self.steps})")
         for name in ("lr", "eps"):
@@ -168,11 +169,6 @@ def _parse_value(text: str) -> Any:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
 
 
 def _check_number(name: str, value: object, positive: bool) -> None:
