@@ -257,11 +257,30 @@ def op_speed_gpu(results: dict) -> str:
     return "\n".join(lines)
 
 
+def tflops_table(results: dict, head_dim: int) -> list[str]:
+    """Rows: SDPA default and the triton backend per config; columns: N; cells: forward / backward / total TFLOP/s."""
+    rows = speed_rows(results)
+    lengths = sorted({row["seq_len"] for row in results["rows"] if row["head_dim"] == head_dim})
+    configs = sorted({row["config"] for row in results["rows"] if row["config"] is not None})
+    lines = ["| method | " + " | ".join(f"N={short_n(n)}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    for config, method in [(None, "sdpa")] + [(c, "triton") for c in configs]:
+        cells = []
+        for n in lengths:
+            row = rows.get((config, head_dim, n, method))
+            ok = row is not None and row["status"] == "ok" and row.get("tflops")
+            cells.append(" / ".join(f"{row['tflops'][part]:.0f}" for part in ("forward", "backward", "total"))
+                         if ok else "—")
+        lines.append(f"| {'SDPA default' if config is None else f'{config} triton'} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def op_speed_gpu_glue(results: dict) -> str:
     """A later partial run of the op benchmark (its own commit): the targets, fwd+bwd time and peak memory, d = 128."""
     lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
     lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
-    lines += ["", "Rows and TFLOP/s: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
+    lines += ["", "TFLOP/s (FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
+              "backward 2.5× that), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
+    lines += ["", "Rows: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
 

@@ -114,3 +114,14 @@ def test_rendered_partial_rerun():
     text = render.op_speed_gpu_glue(synthetic_results())
     assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text and "| B triton | 200 ms (20×) | 100 ms (5×) |" in text
     assert "| B triton | 400 MiB (4×) | 700 MiB (3.5×) |" in text and "commit 000000000000" in text
+    assert text.count("| missed |") == 4  # the targets come first
+
+
+def test_tflops_table_reads_each_row_and_marks_the_missing():
+    results = synthetic_results()
+    for row in results["rows"]:
+        if row["config"] in (None, "A") and row["status"] == "ok":
+            row["tflops"] = {"forward": 100.0, "backward": 200.0, "total": 150.4}
+    lines = render.tflops_table(results, 128)
+    assert lines[0] == "| method | N=8k | N=16k |" and lines[2] == "| SDPA default | 100 / 200 / 150 | 100 / 200 / 150 |"
+    assert lines[3] == "| A triton | 100 / 200 / 150 | 100 / 200 / 150 |" and lines[4] == "| B triton | — | — |"
