@@ -13,6 +13,12 @@ commit) plus its evaluation curve. Checkpoints stay in the scratch directory (--
     python experiments/toy_table1.py --max-minutes 8                         # all 36 runs
     python experiments/toy_table1.py --archs mta --n-blocks 5 --seeds 42     # a subset
     python experiments/toy_table1.py --max-minutes 8 -- --eval-every 500     # more `mta toy sweep` flags
+
+In batches over several sessions: `--skip-done` leaves out the runs already finished in --out (solved, or at
+--steps; a run cut by the time cap is run again, from the start), and `--lone` gives every run its own process
+so that each can finish on its own, e.g.
+
+    python experiments/toy_table1.py --skip-done --lone --archs mta --n-blocks 5 --max-minutes 8 -- --compile default
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from mta.cli.toy import sweep_run_name  # noqa: E402
 GRACE_S = 180
 
 
-def stacks(settings: list[tuple], archs: list[str], gpus: int) -> list[list[tuple]]:
+def stacks(settings: list[tuple], archs: list[str], gpus: int, lone: bool = False) -> list[list[tuple]]:
     """Split (arch, n_block, variant, seed) settings into stacks of one architecture each: every architecture
-    gets max(1, gpus // len(archs)) stacks of about equal size."""
+    gets max(1, gpus // len(archs)) stacks of about equal size, or with `lone` every run a stack of its own."""
+    if lone:
+        return [[setting] for setting in settings]
     per_arch = max(1, gpus // len(archs))
     groups = []
     for arch in archs:
@@ -67,6 +75,16 @@ def launch(stack: list[tuple], gpu: int | None, index: int, args) -> subprocess.
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def finished(name: str, out_dir: Path, steps: int) -> bool:
+    """Whether out_dir/<name>.json holds a run that ended by the protocol: solved, or at a step limit of at least
+    `steps` (not cut by a time cap, an interruption or a smaller --steps)."""
+    path = out_dir / f"{name}.json"
+    if not path.exists():
+        return False
+    result = json.loads(path.read_text())
+    return result["stopped"] == "solved" or (result["stopped"] == "max_steps" and result["train_config"]["steps"] >= steps)
+
+
 def collect(name: str, run_dir: Path, out_dir: Path) -> dict | None:
     """Copy result.json plus the evaluation curve from metrics.jsonl into out_dir/<name>.json."""
     result_file = run_dir / "result.json"
@@ -93,6 +111,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of every stack")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread stacks over (default: all visible)")
+    parser.add_argument("--lone", action="store_true",
+                        help="every run its own process (a stack of one), all at once, round-robin over the GPUs")
+    parser.add_argument("--skip-done", action="store_true",
+                        help="leave out the runs whose results file in --out shows them solved or at --steps or more")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mta-toy-table1"))
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `mta toy sweep` flags")
@@ -105,7 +127,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     settings = list(itertools.product(args.archs, args.n_blocks, args.variants, args.seeds))
-    groups = stacks(settings, args.archs, args.gpus)
+    if args.skip_done:
+        done = [s for s in settings if finished(sweep_run_name(*s), args.out, args.steps)]
+        settings = [s for s in settings if s not in done]
+        print(f"--skip-done: {len(done)} runs already finished in {args.out}", flush=True)
+        if not settings:
+            return
+    groups = stacks(settings, sorted({s[0] for s in settings}, key=args.archs.index), args.gpus, args.lone)
     processes = [launch(group, index % args.gpus if args.gpus else None, index, args)
                  for index, group in enumerate(groups)]
     print(f"launched {len(settings)} runs in {len(groups)} stacks over {args.gpus or 'no'} GPU(s)", flush=True)

@@ -26,12 +26,39 @@ def test_stacks_split_each_architecture_over_the_gpus():
     assert sorted(s for group in four for s in group) == sorted(settings)
 
 
+def test_lone_runs_are_stacks_of_one():
+    settings = [(a, 5, "all", s) for a in ("transformer", "mta") for s in (1, 2)]
+    assert load_launcher().stacks(settings, ["transformer", "mta"], 1, lone=True) == [[s] for s in settings]
+
+
+def test_finished_means_solved_or_at_the_step_limit(tmp_path):
+    launcher = load_launcher()
+    for name, stopped, steps in (("a", "solved", 10), ("b", "max_steps", 100), ("c", "max_steps", 10),
+                                 ("d", "time_limit", 100)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"stopped": stopped, "train_config": {"steps": steps}}))
+    assert [launcher.finished(name, tmp_path, 100) for name in "abcde"] == [True, True, False, False, False]
+
+
+def toy_command(tmp_path, *flags, variants=("all", "last")):
+    return [sys.executable, str(SCRIPT), "--archs", "transformer", "mta", "--n-blocks", "3", "--seeds", "1",
+            "--variants", *variants, "--steps", "4", "--gpus", "0", "--work-dir", str(tmp_path / "work"),
+            "--out", str(tmp_path / "out"), *flags, "--", "--num-blocks", "4", "--eval-every", "2",
+            "--eval-samples", "4", "--dim", "16", "--layers", "1", "--batch-size", "2", "--device", "cpu"]
+
+
+def test_skip_done_runs_only_the_unfinished(tmp_path):
+    subprocess.run(toy_command(tmp_path, "--lone", variants=("all",)), check=True, capture_output=True, timeout=300)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    assert sorted(before) == ["mta-N3-all-s1.json", "transformer-N3-all-s1.json"]
+    done = subprocess.run(toy_command(tmp_path, "--lone", "--skip-done"), check=True, capture_output=True,
+                          text=True, timeout=300)
+    assert "--skip-done: 2 runs already finished" in done.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    assert len(after) == 4 and all(after[name] == mtime for name, mtime in before.items())  # not rerun
+
+
 def test_every_run_writes_its_results_file(tmp_path):
-    command = [sys.executable, str(SCRIPT), "--archs", "transformer", "mta", "--n-blocks", "3", "--seeds", "1",
-               "--variants", "all", "last", "--steps", "4", "--gpus", "0", "--work-dir", str(tmp_path / "work"),
-               "--out", str(tmp_path / "out"), "--", "--num-blocks", "4", "--eval-every", "2", "--eval-samples", "4",
-               "--dim", "16", "--layers", "1", "--batch-size", "2", "--device", "cpu"]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    subprocess.run(toy_command(tmp_path), check=True, capture_output=True, timeout=300)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{a}-N3-{v}-s1.json" for a in ("transformer", "mta") for v in ("all", "last"))
     result = json.loads((tmp_path / "out" / "mta-N3-last-s1.json").read_text())
