@@ -62,12 +62,13 @@ TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in ("all", "first", "la
 TOY_DIR = ROOT / "results" / "toy"
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 1, one: str = " (1 seed)") -> str:
+    """"mean ± sample std" with `digits` decimals; a single value gets the suffix `one` instead of a std."""
     mean = sum(values) / len(values)
     if len(values) < 2:
-        return f"{mean:.1f} (1 seed)"
+        return f"{mean:.{digits}f}{one}"
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def toy_table1(runs: list[dict]) -> str:
@@ -591,10 +592,7 @@ def lm_small(runs: list[dict]) -> str:
         by_arch.setdefault(run["arch"], []).append(run)
 
     def cell(values: list[float]) -> str:
-        mean = sum(values) / len(values)
-        if len(values) < 2:
-            return f"{mean:.2f}"
-        return f"{mean:.2f} ± {(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5:.2f}"
+        return mean_std(values, digits=2, one="")
 
     lines = ["| model | parameters | seeds | " + " | ".join(domains) + " | mean |", "|---|---:|---:|" + "---:|" * (len(domains) + 1)]
     for arch, group in by_arch.items():
