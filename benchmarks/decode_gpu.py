@@ -42,7 +42,9 @@ from typing import NamedTuple
 import torch
 
 from mta.models import DecodeCache, DecoderLM, get_preset
-from mta.profiling import fill_defaults, first_line, fresh_cuda_state, profile_calls, synchronize, write_json_atomic
+from mta.profiling import (fill_defaults, first_line, fresh_cuda_state, kept_rows, profile_calls, synchronize,
+                           total_memory_gib, write_json_atomic)
+from mta.train.runtime import resolve_device
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "decode_gpu.json"
 METHODS = ("transformer_cached", "mta_cached", "mta_recompute")
@@ -167,7 +169,7 @@ def skip_reason(m: Measurement, model: DecoderLM, args: argparse.Namespace, devi
     if m.method != "mta_recompute" or device.type != "cuda":
         return None
     need = reference_gib(model, args.batch, m.context + args.warmup + args.recompute_steps + args.profile_steps)
-    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    total = total_memory_gib(device)
     if need > total:
         return f"needs about {need:.0f} GiB ({REFERENCE_MAPS} fp32 B×H×N×N maps), the GPU has {total:.0f} GiB"
     return None
@@ -234,7 +236,7 @@ def resumed(earlier: dict, results: dict) -> dict:
     new = {k: v for k, v in results["settings"].items() if k not in ignore}
     if old != new:
         raise SystemExit(f"--resume: the settings differ from the earlier run's: {old} vs {new}")
-    rows = [row for row in earlier["rows"] if row["status"] in ("ok", "oom", "skipped")]
+    rows = kept_rows(earlier["rows"])
     metas = earlier.get("earlier_meta", []) + [earlier["meta"]]
     contexts = sorted(set(earlier["settings"]["contexts"]) | set(results["settings"]["contexts"]))
     return {**results, "settings": {**results["settings"], "contexts": contexts}, "rows": rows, "earlier_meta": metas}
@@ -272,12 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
     from mta.provenance import run_metadata
 
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     settings = {"device": str(device), "size": args.size, "batch": args.batch, "contexts": args.contexts,
                 "steps": args.steps, "recompute_steps": args.recompute_steps, "warmup": args.warmup,
                 "prefill": args.prefill, "weights": "bfloat16" if device.type == "cuda" else "float32",
-                "total_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30
-                if device.type == "cuda" else None}
+                "total_memory_gib": total_memory_gib(device)}
     results = {"meta": run_metadata(), "settings": settings, "rows": [], "not_started": 0}
     if args.resume and args.out.exists():
         results = resumed(json.loads(args.out.read_text()), results)

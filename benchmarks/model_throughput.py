@@ -46,8 +46,9 @@ import torch
 
 from mta.models import DecoderLM, get_preset
 from mta.ops import available_backends
-from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, write_json_atomic
+from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, total_memory_gib, write_json_atomic
 from mta.train.lm_config import LMTrainConfig
+from mta.train.runtime import resolve_device
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "model_throughput.json"
 FAMILIES = ("transformer", "mta", "talking_heads", "diff")
@@ -255,13 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
     from mta.provenance import run_metadata
 
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     settings = {"device": str(device), "size": args.size, "seq_len": args.seq_len, "batch_size": args.batch_size,
                 "reference_batch_size": args.reference_batch_size, "backend": args.backend, "steps": args.steps,
                 "warmup": args.warmup, "compile": args.compile, "autocast": "bfloat16", "weights": "float32",
                 "optimizer": {"name": "AdamW", **OPTIMIZER}, "grad_clip": GRAD_CLIP,
-                "total_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30
-                if device.type == "cuda" else None}
+                "total_memory_gib": total_memory_gib(device)}
     results = {"meta": run_metadata(), "settings": settings, "paper": PAPER_TABLE9, "paper_ratios": paper_ratios(),
                "rows": [], "not_started": 0}
     started = time.monotonic()

@@ -48,7 +48,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mta.ops import available_backends, mta_attention
-from mta.profiling import first_line, synchronize, write_json_atomic
+from mta.profiling import first_line, kept_rows, synchronize, write_json_atomic
+from mta.train.runtime import resolve_device
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "op_speed_gpu.json"
 HEADS = 16
@@ -278,10 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     from mta.provenance import run_metadata
 
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     rows = []
     if args.resume and args.out.exists():
-        rows = [row for row in json.loads(args.out.read_text())["rows"] if row["status"] != "error"]
+        rows = kept_rows(json.loads(args.out.read_text())["rows"])
     done = {row_key(row) for row in rows}
     settings = {"device": str(device), "dtype": "bfloat16", "parameter_dtype": "float32", "heads": HEADS,
                 "tokens": args.tokens, "conv": list(CONV), "init": f"identity + {NOISE}·randn",

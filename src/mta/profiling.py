@@ -58,6 +58,16 @@ def fresh_cuda_state(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def total_memory_gib(device: torch.device) -> float | None:
+    """The GPU's memory in GiB, None for a CPU."""
+    return torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+
+
+def kept_rows(rows: list[dict]) -> list[dict]:
+    """The rows of an earlier run that a benchmark's --resume keeps: all but errors, which are measured again."""
+    return [row for row in rows if row["status"] != "error"]
+
+
 def profile_calls(fn: Callable[[], object], calls: int, device: torch.device, top: int = 12) -> dict:
     """Run fn() `calls` times under torch.profiler: aten launches per call and the `top` aten ops with the most
     self time per call (GPU time on a GPU, else CPU time), to see what bounds a step."""
