@@ -44,18 +44,21 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory() as work:
             configs = stack_configs(arch, mode, args)
             stack = _Stack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
+
+            def step() -> None:
+                stack.train_step(configs[0].lr)
+
             warm_start = time.perf_counter()
             for _ in range(args.warmup):
-                stack.train_step(configs[0].lr)
+                step()
             synchronize(stack.device)
             started = time.perf_counter()
             for _ in range(args.steps):
-                stack.train_step(configs[0].lr)
+                step()
             synchronize(stack.device)
             elapsed = time.perf_counter() - started
             if args.profile_steps:
-                row["profile"] = profile_calls(lambda: stack.train_step(configs[0].lr), args.profile_steps,
-                                               stack.device)
+                row["profile"] = profile_calls(step, args.profile_steps, stack.device)
             for run in stack.runs:
                 run.log.close()
         row.update(status="ok", warmup_s=started - warm_start, ms_per_step=elapsed / args.steps * 1e3,
