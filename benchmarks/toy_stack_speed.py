@@ -7,8 +7,10 @@ autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph record
 timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
 "× eager" is the eager stack's ms/step over this one's, in the same process. --profile-steps K profiles K more
 steps per row (mta.profiling.profile_calls: aten launches and the ops with the most GPU time per step).
+--lone times one run trained alone (mta.train.toy, as `experiments/toy_table1.py --lone` runs each) instead.
 
     python benchmarks/toy_stack_speed.py                       # → benchmarks/results/toy_stack_speed.json
+    python benchmarks/toy_stack_speed.py --lone --out benchmarks/results/toy_lone_speed.json
     python benchmarks/toy_stack_speed.py --quick --out /tmp/toy_speed.json   # CPU smoke run: tiny models
 """
 
@@ -22,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from mta.profiling import fill_defaults, first_line, profile_calls, synchronize, write_json_atomic
-from mta.train.toy import COMPILE_MODES, ToyTrainConfig
+from mta.train.toy import COMPILE_MODES, ToyTrainConfig, _ToyRun
 from mta.train.toy_stack import _Stack
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "toy_stack_speed.json"
@@ -38,28 +40,32 @@ def stack_configs(arch: str, mode: str, args: argparse.Namespace) -> list[ToyTra
 
 
 def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
-    """One row: the stack's ms/step after the warm-up, or "error" with the reason."""
+    """One row: the stack's (or with --lone, the lone run's) ms/step after the warm-up, or "error" with the reason."""
     row = {"arch": arch, "compile": mode, "runs": args.runs}
     try:
         with tempfile.TemporaryDirectory() as work:
             configs = stack_configs(arch, mode, args)
-            stack = _Stack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
+            if args.lone:
+                trainer = _ToyRun(configs[0], Path(work) / "r0")
+                step = trainer.train_step
+            else:
+                trainer = _Stack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
 
-            def step() -> None:
-                stack.train_step(configs[0].lr)
+                def step() -> None:
+                    trainer.train_step(configs[0].lr)
 
             warm_start = time.perf_counter()
             for _ in range(args.warmup):
                 step()
-            synchronize(stack.device)
+            synchronize(trainer.device)
             started = time.perf_counter()
             for _ in range(args.steps):
                 step()
-            synchronize(stack.device)
+            synchronize(trainer.device)
             elapsed = time.perf_counter() - started
             if args.profile_steps:
-                row["profile"] = profile_calls(step, args.profile_steps, stack.device)
-            for run in stack.runs:
+                row["profile"] = profile_calls(step, args.profile_steps, trainer.device)
+            for run in getattr(trainer, "runs", []):
                 run.log.close()
         row.update(status="ok", warmup_s=started - warm_start, ms_per_step=elapsed / args.steps * 1e3,
                    ms_per_run_step=elapsed / args.steps * 1e3 / args.runs)
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", choices=("transformer", "mta"), default=["transformer", "mta"])
     parser.add_argument("--modes", nargs="+", choices=COMPILE_MODES, default=list(COMPILE_MODES))
-    parser.add_argument("--runs", type=int, help=f"runs per stack (default {FULL['runs']})")
+    parser.add_argument("--runs", type=int, help=f"runs per stack (default {FULL['runs']}; 1 with --lone)")
+    parser.add_argument("--lone", action="store_true", help="time one run trained alone instead of a stack")
     parser.add_argument("--steps", type=int, help=f"timed steps (default {FULL['steps']})")
     parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {FULL['warmup']})")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda")
@@ -92,12 +99,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
+    if args.lone:
+        args.runs = 1
     fill_defaults(args, defaults)
     if args.quick and args.device == "auto":
         args.device = "cpu"
     modes = ["off", *[m for m in args.modes if m != "off"]]  # eager first: the baseline of every ratio
-    results = {"meta": run_metadata(), "settings": {"runs": args.runs, "steps": args.steps, "warmup": args.warmup,
-                                                    "device": args.device, "model": args.model}, "rows": []}
+    settings = {key: getattr(args, key) for key in ("runs", "lone", "steps", "warmup", "device", "model")}
+    results = {"meta": run_metadata(), "settings": settings, "rows": []}
     for arch in args.archs:
         for mode in modes:
             results["rows"].append(measure(arch, mode, args))

@@ -33,3 +33,12 @@ def test_profile_steps_record_the_top_ops(tmp_path, one_thread):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == "ok" and row["profile"]["steps"] == 2 and row["profile"]["aten_calls_per_step"] > 10
     assert all(op["op"].startswith("aten::") for op in row["profile"]["top"])
+
+
+def test_lone_run_is_timed_alone(tmp_path, one_thread):
+    out = tmp_path / "speed.json"
+    bench.main(["--quick", "--lone", "--archs", "mta", "--modes", "off", "--out", str(out)])
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert results["settings"]["lone"] and row["runs"] == 1
+    assert row["status"] == "ok" and row["ms_per_step"] == row["ms_per_run_step"] > 0

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mta.ops import mta_attention
+from mta.ops.reference import qk_conv, shifted_sum_conv
 from op_cases import make_inputs, make_kernel, make_mixer
 
 
@@ -51,6 +52,33 @@ def test_reference_matches_spec_loops():
     expected = spec_loops(q, k, v, kernel_pre, kernel_post, mix_pre, mix_post)
     got = mta_attention(q, k, v, kernel_pre=kernel_pre, kernel_post=kernel_post,
                         head_mix_pre=mix_pre, head_mix_post=mix_post, backend="reference")
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("c_q, c_k", [(1, 1), (2, 9), (6, 11), (3, 1)])
+def test_shifted_sum_conv_equals_depthwise_conv(c_q, c_k):
+    """The non-CPU form of qk_conv (a sum of shifted maps) against the CPU's conv2d: values and both gradients."""
+    generator = torch.Generator().manual_seed(c_q * 100 + c_k)
+    scores = torch.randn(2, 3, 7, 10, dtype=torch.float64, generator=generator, requires_grad=True)
+    kernel = torch.randn(3, c_q, c_k, dtype=torch.float64, generator=generator, requires_grad=True)
+    weights = torch.randn(2, 3, 7, 10, dtype=torch.float64, generator=generator)
+    padded = F.pad(scores, ((c_k - 1) // 2, (c_k - 1) // 2, c_q - 1, 0))
+    got = shifted_sum_conv(padded, kernel)
+    expected = qk_conv(scores, kernel)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad((got * weights).sum(), (scores, kernel))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (scores, kernel))
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_shifted_sum_conv_under_vmap():
+    """The stacked toy trainer runs the op under vmap: the shifted sum there equals it per replica."""
+    scores = torch.randn(4, 2, 3, 6, 8, dtype=torch.float64)
+    kernels = torch.randn(4, 3, 2, 5, dtype=torch.float64)
+    padded = F.pad(scores, (2, 2, 1, 0))
+    got = torch.vmap(shifted_sum_conv)(padded, kernels)
+    expected = torch.stack([qk_conv(s, k) for s, k in zip(scores, kernels)])
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
