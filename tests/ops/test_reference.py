@@ -82,6 +82,19 @@ def test_shifted_sum_conv_under_vmap():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_qk_conv_under_torch_compile_is_the_shifted_sum():
+    """Compiled, qk_conv traces the shifted sum (one graph) and computes what the eager convolution computes."""
+    scores = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(3, 2, 9, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(qk_conv, backend="aot_eager", fullgraph=True)
+    got, expected = compiled(scores, kernel), qk_conv(scores, kernel)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad(got.square().sum(), (scores, kernel))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (scores, kernel))
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", ["reference", "chunked"])
 def test_identity_kernels_and_mixers_equal_sdpa(backend):
     q, k, v = (t.detach() for t in make_inputs(seq_len=23))
