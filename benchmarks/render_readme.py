@@ -60,6 +60,7 @@ PAPER_TABLE1 = {
 }
 TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in ("all", "first", "last")]
 TOY_DIR = ROOT / "results" / "toy"
+TOY_ARCH_LABELS = {"transformer": "Transformer", "mta": "MTA"}
 
 
 def mean_std(values: list[float], digits: int = 1, one: str = " (1 seed)") -> str:
@@ -79,7 +80,7 @@ def toy_table1(runs: list[dict]) -> str:
     header = "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |"
     lines = ["Sequence error % on 1,000 held-out samples (mean ± sample std over seeds; L = 2).", "",
              header, "|---|" + "---:|" * len(TOY_SETTINGS)]
-    for arch, label in (("transformer", "Transformer"), ("mta", "MTA")):
+    for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
             group = groups.get((arch, n, variant), [])
@@ -89,7 +90,7 @@ def toy_table1(runs: list[dict]) -> str:
     lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
               "time cap; otherwise the step limit):", "", header, "|---|" + "---:|" * len(TOY_SETTINGS)]
     marks = {"solved": "✓", "interrupted": "⏱", "time_limit": "⏱"}
-    for arch, label in (("transformer", "Transformer"), ("mta", "MTA")):
+    for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
@@ -129,9 +130,10 @@ def toy_curves_plot(runs: list[dict], path: Path) -> None:
 
 
 def toy_stack_speed(results: dict) -> str:
-    """ms per step of one stack, eager and compiled, per architecture."""
+    """ms per step of one stack (or, from --lone, of one run alone), eager and compiled, per architecture."""
     settings = results["settings"]
-    lines = ["| model | torch.compile | ms per step (stack) | ms per run-step | × eager | warm-up |",
+    lone = settings.get("lone", False)
+    lines = [f"| model | torch.compile | ms per step{'' if lone else ' (stack)'} | ms per run-step | × eager | warm-up |",
              "|---|---|---:|---:|---:|---:|"]
     for row in results["rows"]:
         if row["status"] != "ok":
@@ -139,8 +141,32 @@ def toy_stack_speed(results: dict) -> str:
             continue
         lines.append(f"| {row['arch']} | {row['compile']} | {row['ms_per_step']:.1f} | {row['ms_per_run_step']:.2f} | "
                      f"{row['speedup_vs_eager']:.2f}× | {row['warmup_s']:.0f} s |")
-    lines += ["", f"A stack of {settings['runs']} runs, {settings['steps']} timed steps after {settings['warmup']} "
-              "(`python benchmarks/toy_stack_speed.py`).", "", provenance_line(results["meta"])]
+    trained = "One run trained alone" if lone else f"A stack of {settings['runs']} runs"
+    command = "python benchmarks/toy_stack_speed.py" + (" --lone" if lone else "")
+    lines += ["", f"{trained}, {settings['steps']} timed steps after {settings['warmup']} (`{command}`).", "",
+              provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
+def toy_trial(runs: list[dict]) -> str:
+    """Held-out sequence error of capped runs (results/toy_trial/) at the step each reached, per setting."""
+    header = "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |"
+    lines = [header, "|---|" + "---:|" * len(TOY_SETTINGS)]
+    for arch, label in TOY_ARCH_LABELS.items():
+        cells = []
+        for n, variant in TOY_SETTINGS:
+            group = sorted((r for r in runs if (r["arch"], r["n_block"], r["variant"]) == (arch, n, variant)),
+                           key=lambda r: r["seed"])
+            cells.append(" / ".join(f"{r['final_sequence_error_pct']:.1f}" for r in group) or "—")
+        if any(cell != "—" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    steps = sorted({r["steps"] for r in runs})
+    config = runs[0]["train_config"]
+    lines += ["", f"Sequence error % per seed ({', '.join(str(r) for r in sorted({r['seed'] for r in runs}))}) at "
+              f"step {', '.join(f'{s:,}' for s in steps)}, stopped by the time cap; lr {config['lr']:g}, "
+              f"{config['warmup']:,} warmup steps, evaluation every {config['eval_every']:,} steps on "
+              f"{config['eval_samples']:,} held-out samples, torch.compile {config['compile']}.", "",
+              provenance_line(runs[0]["environment"])]
     return "\n".join(lines)
 
 
@@ -684,6 +710,8 @@ TABLES = {
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
     "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
+    "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
+    "toy_lone_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_lone_speed.json"), toy_stack_speed),
     "toy_stack_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed.json"), toy_stack_speed),
     "toy_stack_speed_transformer": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed_transformer.json"),
                                     lambda results: toy_stack_speed(only_arch(results, "transformer"))),

@@ -42,3 +42,5 @@ def test_lone_run_is_timed_alone(tmp_path, one_thread):
     (row,) = results["rows"]
     assert results["settings"]["lone"] and row["runs"] == 1
     assert row["status"] == "ok" and row["ms_per_step"] == row["ms_per_run_step"] > 0
+    table = render.toy_stack_speed(results)
+    assert "| ms per step |" in table and "One run trained alone" in table and "toy_stack_speed.py --lone" in table

@@ -64,3 +64,20 @@ def test_every_run_writes_its_results_file(tmp_path):
     result = json.loads((tmp_path / "out" / "mta-N3-last-s1.json").read_text())
     assert result["steps"] == 4 and result["stopped"] == "max_steps" and result["variant"] == "last"
     assert [point["step"] for point in result["curve"]] == [2, 4]
+
+
+def test_capped_runs_render_per_seed(tmp_path):
+    """render_readme's toy_trial: one cell per setting with every seed's error at its step, gaps as —."""
+    from benchmark_scripts import load_benchmark
+
+    render = load_benchmark("render_readme")
+    environment = {"device": "NVIDIA H200", "cpu_threads": 16, "torch": "2.11.0", "triton": "3.6.0",
+                   "python": "3.12.3", "commit": "0" * 40, "date": "2026-12-02T00:00:00+00:00"}
+    config = {"lr": 1e-4, "warmup": 1000, "eval_every": 500, "eval_samples": 1000, "compile": "default"}
+    runs = [{"arch": "mta", "n_block": 5, "variant": "first", "seed": seed, "steps": 3348, "stopped": "time_limit",
+             "final_sequence_error_pct": error, "train_config": config, "environment": environment}
+            for seed, error in ((43, 80.7), (42, 80.1))]
+    lines = render.toy_trial(runs).splitlines()
+    assert lines[2] == "| MTA | — | 80.1 / 80.7 | — | — | — | — |"  # seeds in order; no Transformer row
+    assert not any(line.startswith("| Transformer") for line in lines)
+    assert "seed (42, 43) at step 3,348" in lines[4] and "evaluation every 500 steps" in lines[4]

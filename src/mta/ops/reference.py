@@ -18,19 +18,38 @@ def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Returns [B, H, R, M]: out[h, i, j] = Σ_a Σ_b kernel[h, a, b] · scores[h, i-(c_q-1)+a, j-(c_k-1)/2+b],
     reading zeros above row 0 and outside [0, M) along keys.
 
-    Eagerly this is a depthwise convolution (cuDNN, oneDNN); under torch.compile the sum of shifted maps
-    (`shifted_sum_conv`), which the compiler fuses.
+    Eagerly this is the Triton stencil of mta.ops.triton.stencil for float32 maps on a GPU (cuDNN's depthwise
+    convolution is slow on such maps) and a depthwise convolution otherwise (oneDNN, cuDNN); under torch.compile
+    the sum of shifted maps (`shifted_sum_conv`), which the compiler fuses.
     """
     n_heads, c_q, c_k = kernel.shape
+    kernel = kernel.to(scores.dtype)
+    compiling = torch.compiler.is_compiling()
+    if not compiling and _stencil_serves(scores):
+        from .triton.stencil import qk_conv_stencil
+
+        return qk_conv_stencil(scores, kernel)
     half = (c_k - 1) // 2
     padded = F.pad(scores, (half, half, c_q - 1, 0))
-    if torch.compiler.is_compiling():
-        return shifted_sum_conv(padded, kernel.to(scores.dtype))
+    if compiling:
+        return shifted_sum_conv(padded, kernel)
     if padded.device.type == "cpu" and not torch._C._functorch.is_batchedtensor(padded):
         # oneDNN's depthwise convolution is several times faster, forward and backward, in channels-last layout
         # (vmap, used by the stacked toy trainer, cannot change memory formats).
         padded = padded.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(padded, kernel.unsqueeze(1).to(scores.dtype), groups=n_heads).contiguous()
+    return F.conv2d(padded, kernel.unsqueeze(1), groups=n_heads).contiguous()
+
+
+def _stencil_serves(scores: torch.Tensor) -> bool:
+    """Whether the Triton stencil can compute qk_conv(scores, ·): float32 maps of fewer than 2^31 elements on a
+    GPU, outside vmap (the stacked toy trainer), with Triton installed. (Imported here: mta.ops.triton imports this
+    module.)"""
+    if (scores.device.type != "cuda" or scores.dtype != torch.float32 or scores.shape[-2] * scores.shape[-1] >= 2**31
+            or torch._C._functorch.is_batchedtensor(scores)):
+        return False
+    from .triton import TRITON_INSTALLED
+
+    return TRITON_INSTALLED
 
 
 def shifted_sum_conv(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,146 @@
+"""The q–k convolution of spec §1 on materialised maps as a Triton stencil, forward and backward.
+
+`qk_conv_stencil(scores, kernel)` computes `mta.ops.reference.qk_conv` (a depthwise 2-D cross-correlation over
+[B, H, R, M] maps, causal over the c_q query rows, centred over the c_k keys, zeros outside the map) for the
+reference and chunked backends on a GPU, where cuDNN's depthwise convolution is slow on such maps with small
+kernels (shared/kernel-notes.md: it dominated a naive MTA op, 2.7 s of forward+backward at N = 8k). Each program
+computes one [BLOCK_R, BLOCK_M] output tile as c_q·c_k scaled, shifted, masked loads of the input (cache hits
+after the first), accumulated in float32; nothing is padded or copied.
+
+Backward: the gradient of the map is the adjoint stencil (anti-causal over rows, the key taps mirrored); that of
+the kernel, Σ dY ⊙ shifted X for every tap, is summed per program over a stripe of row tiles into a partial sum
+per tap, which torch adds up (deterministic, no atomics).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
+
+BLOCK_R, BLOCK_M = 16, 64  # output tile: query rows × keys
+GRAD_PROGRAMS = 1024  # aim for about this many programs in the kernel-gradient launch (row stripes × tiles × maps)
+
+
+# As in token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter (CPU tests).
+
+
+@triton.jit
+def _stencil_kernel(X, W, Y, H, R, M, C_Q, C_K, ADJOINT: tl.constexpr, BLOCK_R: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
+    """Grid (row tiles, key tiles, B·H) over row-major [R, M] maps; W [H, C_Q, C_K].
+
+    Y[i, j] = Σ_{a,b} W[h, a, b] X[i - (C_Q-1) + a, j - (C_K-1)/2 + b]            (forward)
+    Y[i, j] = Σ_{a,b} W[h, a, b] X[i + (C_Q-1) - a, j + (C_K-1)/2 - b]            (ADJOINT: the map's gradient)
+    with X = 0 outside [0, R) × [0, M)."""
+    bh = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    X += bh * R * M
+    W += (bh % H) * C_Q * C_K
+    half = (C_K - 1) // 2
+    acc = tl.zeros([BLOCK_R, BLOCK_M], dtype=tl.float32)
+    for a in range(C_Q):
+        if ADJOINT:
+            src_rows = rows + (C_Q - 1 - a)
+        else:
+            src_rows = rows - (C_Q - 1 - a)
+        in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
+        for b in range(C_K):
+            if ADJOINT:
+                src_cols = cols + (half - b)
+            else:
+                src_cols = cols + (b - half)
+            inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
+            x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0)
+            acc += tl.load(W + a * C_K + b).to(tl.float32) * x.to(tl.float32)
+    tl.store(Y + bh * R * M + rows[:, None] * M + cols[None, :], acc.to(Y.dtype.element_ty),
+             mask=(rows < R)[:, None] & (cols < M)[None, :])
+
+
+@triton.jit
+def _kernel_grad_kernel(X, DY, PARTIAL, R, M, C_Q, C_K, TILES_PER_STRIPE, TAPS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
+    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's columns."""
+    key_tile, stripe, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    cols = key_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    X += bh * R * M
+    DY += bh * R * M
+    half = (C_K - 1) // 2
+    taps = tl.arange(0, TAPS)
+    acc = tl.zeros([TAPS], dtype=tl.float32)
+    for tile in range(TILES_PER_STRIPE):
+        rows = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R + tl.arange(0, BLOCK_R)
+        dy = tl.load(DY + rows[:, None] * M + cols[None, :], mask=(rows < R)[:, None] & (cols < M)[None, :],
+                     other=0.0).to(tl.float32)
+        for a in range(C_Q):
+            src_rows = rows - (C_Q - 1 - a)
+            in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
+            for b in range(C_K):
+                src_cols = cols + (b - half)
+                inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
+                x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0).to(tl.float32)
+                acc = tl.where(taps == a * C_K + b, acc + tl.sum(tl.sum(dy * x, 1), 0), acc)
+    programs = tl.num_programs(0) * tl.num_programs(1)
+    slot = (bh * programs + stripe * tl.num_programs(0) + key_tile) * TAPS
+    tl.store(PARTIAL + slot + taps, acc, mask=taps < C_Q * C_K)
+
+
+def _stencil(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool) -> torch.Tensor:
+    batch, n_heads, rows, cols = x.shape
+    out = torch.empty_like(x)
+    grid = (triton.cdiv(rows, BLOCK_R), triton.cdiv(cols, BLOCK_M), batch * n_heads)
+    _stencil_kernel[grid](x, kernel, out, n_heads, rows, cols, kernel.shape[1], kernel.shape[2], ADJOINT=adjoint,
+                          BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M)
+    return out
+
+
+def _kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    batch, n_heads, rows, cols = x.shape
+    c_q, c_k = kernel.shape[1:]
+    key_tiles, row_tiles = triton.cdiv(cols, BLOCK_M), triton.cdiv(rows, BLOCK_R)
+    stripes = max(1, min(row_tiles, GRAD_PROGRAMS // (key_tiles * batch * n_heads)))
+    tiles_per_stripe = triton.cdiv(row_tiles, stripes)
+    stripes = triton.cdiv(row_tiles, tiles_per_stripe)
+    taps = triton.next_power_of_2(c_q * c_k)
+    partial = torch.empty((batch, n_heads, stripes * key_tiles, taps), dtype=torch.float32, device=x.device)
+    _kernel_grad_kernel[(key_tiles, stripes, batch * n_heads)](
+        x, d_out, partial, rows, cols, c_q, c_k, tiles_per_stripe, TAPS=taps, BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M
+    )
+    return partial.sum((0, 2))[:, : c_q * c_k].view(n_heads, c_q, c_k).to(kernel.dtype)
+
+
+class _QKConvStencil(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores, kernel):
+        ctx.save_for_backward(scores, kernel)
+        return _stencil(scores, kernel, adjoint=False)
+
+    @staticmethod
+    def backward(ctx, d_out):
+        scores, kernel = ctx.saved_tensors
+        d_out = d_out.contiguous()
+        d_scores = _stencil(d_out, kernel, adjoint=True) if ctx.needs_input_grad[0] else None
+        d_kernel = _kernel_grad(scores, d_out, kernel) if ctx.needs_input_grad[1] else None
+        return d_scores, d_kernel
+
+
+def qk_conv_stencil(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """`mta.ops.reference.qk_conv` (spec §1's conv) through the Triton stencil, differentiable in both inputs.
+
+    scores: [B, H, R, M] float32 (zeros wherever the conv input is zero), R·M < 2^31; kernel: [H, c_q, c_k]
+    (c_k odd) in scores' dtype. Returns [B, H, R, M] float32.
+    """
+    if scores.dtype != torch.float32 or kernel.dtype != torch.float32:
+        raise ValueError(f"scores and kernel must be float32, got {scores.dtype} and {kernel.dtype}")
+    if scores.dim() != 4 or kernel.dim() != 3 or kernel.shape[0] != scores.shape[1] or kernel.shape[2] % 2 == 0:
+        raise ValueError(
+            f"scores must be [B, H, R, M] and kernel [H, c_q, c_k] with c_k odd, got {tuple(scores.shape)} and "
+            f"{tuple(kernel.shape)}"
+        )
+    if scores.shape[2] * scores.shape[3] >= 2**31:
+        raise ValueError(f"a map of scores must hold fewer than 2^31 elements, got {tuple(scores.shape[2:])}")
+    return _QKConvStencil.apply(scores.contiguous(), kernel.contiguous())

@@ -1,0 +1,68 @@
+"""The Triton stencil of the q–k convolution (mta.ops.triton.stencil) against qk_conv's depthwise convolution:
+the output and both gradients, odd map sizes, every tap shape the op allows. Without a GPU the kernels run under
+TRITON_INTERPRET=1 (set here before triton is imported)."""
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from mta.ops.reference import qk_conv  # noqa: E402
+from mta.ops.triton.stencil import BLOCK_M, BLOCK_R, qk_conv_stencil  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+@pytest.mark.parametrize(
+    "batch,heads,rows,cols,c_q,c_k",
+    [
+        (1, 2, 9, 13, 6, 11),  # the paper's kernel on a map smaller than it
+        (2, 3, BLOCK_R + 3, BLOCK_M + 5, 2, 9),  # the toy task's kernel, tile tails on both axes
+        (1, 1, 2 * BLOCK_R + 1, 7, 8, 15),  # the largest kernel the issue asks for, several row tiles
+        (2, 2, 5, 6, 1, 1),  # a 1×1 kernel: a scaled copy
+        (1, 2, 11, 4, 3, 1),  # query taps only
+    ],
+)
+def test_stencil_equals_depthwise_conv(batch, heads, rows, cols, c_q, c_k):
+    gen = torch.Generator().manual_seed(rows * 31 + c_k)
+    scores = torch.randn(batch, heads, rows, cols, generator=gen)
+    kernel = torch.randn(heads, c_q, c_k, generator=gen)
+    d_out = torch.randn(batch, heads, rows, cols, generator=gen)
+    exact = [t.double().requires_grad_() for t in (scores, kernel)]
+    expected = qk_conv(*exact)
+    expected_grads = torch.autograd.grad(expected, exact, d_out.double())
+    fused = [t.to(DEVICE).requires_grad_() for t in (scores, kernel)]
+    got = qk_conv_stencil(*fused)
+    got_grads = torch.autograd.grad(got, fused, d_out.to(DEVICE))
+    torch.testing.assert_close(got.double().cpu(), expected, rtol=1e-5, atol=1e-5)
+    for name, g, w in zip(("scores", "kernel"), got_grads, expected_grads):
+        torch.testing.assert_close(g.double().cpu(), w, rtol=1e-5, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")
+
+
+def test_stencil_writes_every_element():
+    """An output filled with NaN beforehand has no NaN left (every tile, tail included, is written)."""
+    scores = torch.randn(1, 2, BLOCK_R + 1, BLOCK_M + 1, device=DEVICE)
+    kernel = torch.randn(2, 2, 3, device=DEVICE)
+    original_empty = torch.empty_like
+
+    def nan_empty(x, **kwargs):
+        return original_empty(x, **kwargs).fill_(float("nan"))
+
+    torch.empty_like = nan_empty
+    try:
+        out = qk_conv_stencil(scores, kernel)
+    finally:
+        torch.empty_like = original_empty
+    assert not out.isnan().any()
+
+
+def test_stencil_rejects_what_it_cannot_serve():
+    with pytest.raises(ValueError, match="float32"):
+        qk_conv_stencil(torch.zeros(1, 1, 2, 2, dtype=torch.float64), torch.zeros(1, 1, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="c_k odd"):
+        qk_conv_stencil(torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 2))
