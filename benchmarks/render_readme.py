@@ -302,17 +302,18 @@ def tflops_table(results: dict, head_dim: int) -> list[str]:
             ok = row is not None and row["status"] == "ok" and row.get("tflops")
             cells.append(" / ".join(f"{row['tflops'][part]:.0f}" for part in ("forward", "backward", "total"))
                          if ok else "—")
-        lines.append(f"| {'SDPA default' if config is None else f'{config} triton'} | " + " | ".join(cells) + " |")
+        if config is None or any(rows.get((config, head_dim, n, method)) for n in lengths):
+            lines.append(f"| {'SDPA default' if config is None else f'{config} triton'} | " + " | ".join(cells) + " |")
     return lines
 
 
-def op_speed_gpu_glue(results: dict) -> str:
+def op_speed_gpu_glue(results: dict, source: str = "benchmarks/results/op_speed_gpu_glue.json") -> str:
     """A later partial run of the op benchmark (its own commit): the targets, fwd+bwd time and peak memory, d = 128."""
     lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
     lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
     lines += ["", "TFLOP/s (FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
               "backward 2.5× that), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
-    lines += ["", "Rows: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
+    lines += ["", f"Rows: {source}.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -722,6 +723,8 @@ TABLES = {
                                     lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
+    "op_speed_gpu_stencil": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_stencil.json"),
+                             lambda results: op_speed_gpu_glue(results, "benchmarks/results/op_speed_gpu_stencil.json")),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
                               lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),

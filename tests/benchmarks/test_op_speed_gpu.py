@@ -145,3 +145,9 @@ def test_tflops_table_reads_each_row_and_marks_the_missing():
     lines = render.tflops_table(results, 128)
     assert lines[0] == "| method | N=8k | N=16k |" and lines[2] == "| SDPA default | 100 / 200 / 150 | 100 / 200 / 150 |"
     assert lines[3] == "| A triton | 100 / 200 / 150 | 100 / 200 / 150 |" and lines[4] == "| B triton | — | — |"
+
+
+def test_tflops_table_leaves_out_configs_without_triton_rows():
+    results = synthetic_results()
+    results["rows"] = [row for row in results["rows"] if row["method"] != "triton"]
+    assert [line.split(" |")[0] for line in render.tflops_table(results, 128)[2:]] == ["| SDPA default"]
