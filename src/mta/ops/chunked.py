@@ -43,8 +43,8 @@ def dropout_keep_mask(
 
 def block_output(
     q_rows: torch.Tensor,
-    k_keys: torch.Tensor,
-    v_keys: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
     params: tuple[torch.Tensor | None, ...],
     row_start: int,
     block_start: int,
@@ -55,20 +55,24 @@ def block_output(
     """Output rows [block_start, row_start + R) of one block, in the compute dtype.
 
     q_rows: [B, H, R, d], queries row_start … row_start+R-1 (the halo then the block);
-    k_keys, v_keys: [B, H_kv, M, d] with M = row_start + R (every key the block can see);
-    params: (kernel_pre, kernel_post, head_mix_pre, head_mix_post). Returns [B, H, R - (block_start - row_start), d_v].
+    keys, values: [B, H, M, d] in the compute dtype, heads expanded, with M = row_start + R (every key the block
+    can see); params: (kernel_pre, kernel_post, head_mix_pre, head_mix_post).
+    Returns [B, H, R - (block_start - row_start), d_v].
     """
-    dtype = compute_dtype(q_rows.dtype)
-    n_heads, rows = q_rows.shape[1], q_rows.shape[2]
-    keys = expand_kv(k_keys, n_heads).to(dtype)
-    values = expand_kv(v_keys, n_heads).to(dtype)
-    scores = torch.matmul(q_rows.to(dtype), keys.transpose(-1, -2)) * scale
+    rows = q_rows.shape[2]
+    scores = torch.matmul(q_rows.to(keys.dtype), keys.transpose(-1, -2)) * scale
     future = causal_future(rows, keys.shape[2], row_start, q_rows.device)
     weights = attention_weights(scores, future, *params)[:, :, block_start - row_start :]
     if dropout_p > 0.0:
         keep = dropout_keep_mask(weights.shape, dropout_p, dropout_seed, block_start, weights.device)
         weights = weights * keep / (1.0 - dropout_p)
     return torch.matmul(weights, values)
+
+
+def compute_keys_values(k: torch.Tensor, v: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k, v [B, H_kv, N, d] -> [B, H, N, d] in the compute dtype, made once per call so that every block slices them."""
+    dtype = compute_dtype(k.dtype)
+    return expand_kv(k, n_heads).to(dtype), expand_kv(v, n_heads).to(dtype)
 
 
 class ChunkedMTA(torch.autograd.Function):
@@ -78,12 +82,13 @@ class ChunkedMTA(torch.autograd.Function):
     def forward(ctx, q, k, v, kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale, dropout_p, dropout_seed, block_size):
         params = (kernel_pre, kernel_post, head_mix_pre, head_mix_post)
         halo, seq_len = halo_rows(kernel_pre, kernel_post), q.shape[2]
+        keys, values = compute_keys_values(k, v, q.shape[1])
         out = q.new_empty(q.shape[:3] + v.shape[3:])
         for start in range(0, seq_len, block_size):
             end = min(start + block_size, seq_len)
             row_start = max(0, start - halo)
             block = block_output(
-                q[:, :, row_start:end], k[:, :, :end], v[:, :, :end], params,
+                q[:, :, row_start:end], keys[:, :, :end], values[:, :, :end], params,
                 row_start, start, scale, dropout_p, dropout_seed,
             )
             out[:, :, start:end] = block.to(out.dtype)
@@ -96,7 +101,8 @@ class ChunkedMTA(torch.autograd.Function):
         q, k, v, *params = ctx.saved_tensors
         scale, dropout_p, dropout_seed, block_size, halo = ctx.config
         dtype = compute_dtype(q.dtype)
-        inputs = (q, k, v, *params)
+        keys, values = compute_keys_values(k, v, q.shape[1])
+        inputs = (q, keys, values, *params)  # the key and value gradients are summed over expanded heads at the end
         needs = ctx.needs_input_grad[: len(inputs)]
         grads = [
             torch.zeros(t.shape, dtype=dtype, device=t.device) if t is not None and need else None
@@ -109,8 +115,8 @@ class ChunkedMTA(torch.autograd.Function):
             with torch.enable_grad():
                 leaves = [
                     q[:, :, row_start:end].detach().requires_grad_(needs[0]),
-                    k[:, :, :end].detach().requires_grad_(needs[1]),
-                    v[:, :, :end].detach().requires_grad_(needs[2]),
+                    keys[:, :, :end].detach().requires_grad_(needs[1]),
+                    values[:, :, :end].detach().requires_grad_(needs[2]),
                     *(p.detach().requires_grad_(need) if p is not None else None for p, need in zip(params, needs[3:])),
                 ]
                 block = block_output(
@@ -130,9 +136,12 @@ class ChunkedMTA(torch.autograd.Function):
                     grads[i][:, :, :end] += grad
                 else:
                     grads[i] += grad
+        for i, kv in ((1, k), (2, v)):
+            if grads[i] is not None:
+                grads[i] = grads[i].view(*kv.shape[:2], -1, *kv.shape[2:]).sum(2)  # [B, H_kv, N, d]
         result = [
             grad.to(t.dtype) if grad is not None and need else None
-            for grad, t, need in zip(grads, inputs, needs)
+            for grad, t, need in zip(grads, (q, k, v, *params), needs)
         ]
         return (*result, None, None, None, None)
 
