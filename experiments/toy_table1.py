@@ -16,9 +16,10 @@ commit) plus its evaluation curve. Checkpoints stay in the scratch directory (--
 
 In batches over several sessions: `--skip-done` leaves out the runs already finished in --out (solved, or at
 --steps; a run cut by the time cap is run again, from the start), and `--lone` gives every run its own process
-so that each can finish on its own, e.g.
+(`mta toy train`, one model, no stack) so that each can finish on its own, e.g.
 
-    python experiments/toy_table1.py --skip-done --lone --archs mta --n-blocks 5 --max-minutes 8 -- --compile default
+    python experiments/toy_table1.py --skip-done --lone --archs transformer --n-blocks 5 --variants all \
+        --seeds 42 --max-minutes 8.5 -- --compile reduce-overhead
 """
 
 from __future__ import annotations
@@ -56,15 +57,19 @@ def stacks(settings: list[tuple], archs: list[str], gpus: int, lone: bool = Fals
 
 
 def launch(stack: list[tuple], gpu: int | None, index: int, args) -> subprocess.Popen:
-    """Start `mta toy sweep` for one stack (its runs must form a grid of N × variant × seed)."""
+    """Start `mta toy sweep` for one stack (its runs must form a grid of N × variant × seed), or with --lone
+    `mta toy train` for its one run (the trainer of one model, without vmap: what `toy_stack_speed.py --lone` times)."""
     arch = stack[0][0]
     values = [list(dict.fromkeys(s[i] for s in stack)) for i in (1, 2, 3)]
     if len(stack) != len(values[0]) * len(values[1]) * len(values[2]):
         raise ValueError(f"stack {index}: its runs are not a grid of N × variant × seed: {stack}")
-    command = [sys.executable, "-m", "mta", "toy", "sweep", "--arch", arch,
+    if args.lone:
+        command = ["train", "--out", str(args.work_dir / sweep_run_name(*stack[0]))]
+    else:
+        command = ["sweep", "--out", str(args.work_dir)]
+    command = [sys.executable, "-m", "mta", "toy", *command, "--arch", arch,
                "--n-block", *map(str, values[0]), "--variant", *values[1], "--seed", *map(str, values[2]),
-               "--n-query", str(args.n_query), "--steps", str(args.steps), "--out", str(args.work_dir),
-               "--no-progress", *args.extra]
+               "--n-query", str(args.n_query), "--steps", str(args.steps), "--no-progress", *args.extra]
     if args.max_minutes is not None:
         command += ["--max-minutes", str(args.max_minutes)]
     env = dict(os.environ)
@@ -112,7 +117,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap of every stack")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread stacks over (default: all visible)")
     parser.add_argument("--lone", action="store_true",
-                        help="every run its own process (a stack of one), all at once, round-robin over the GPUs")
+                        help="every run its own process (`mta toy train`), all at once, round-robin over the GPUs")
     parser.add_argument("--skip-done", action="store_true",
                         help="leave out the runs whose results file in --out shows them solved or at --steps or more")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -50,6 +50,8 @@ def test_skip_done_runs_only_the_unfinished(tmp_path):
     subprocess.run(toy_command(tmp_path, "--lone", variants=("all",)), check=True, capture_output=True, timeout=300)
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
     assert sorted(before) == ["mta-N3-all-s1.json", "transformer-N3-all-s1.json"]
+    log = (tmp_path / "work" / "sweep-0-transformer.log").read_text()
+    assert '"stopped": "max_steps"' in log  # `mta toy train`'s summary: a lone run trains without a stack
     done = subprocess.run(toy_command(tmp_path, "--lone", "--skip-done"), check=True, capture_output=True,
                           text=True, timeout=300)
     assert "--skip-done: 2 runs already finished" in done.stdout

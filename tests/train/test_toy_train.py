@@ -64,6 +64,14 @@ def test_stops_once_solved(tmp_path, monkeypatch):
     assert len(lines(tmp_path / "metrics.jsonl")) == 6  # no extra final evaluation
 
 
+def test_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
+    config = ToyTrainConfig(steps=1000, eval_every=500, **TINY)
+    result = train_toy(config, tmp_path, progress=False, max_minutes=0.0)
+    assert result["stopped"] == "time_limit" and result["steps"] == 1 and result["solved_step"] is None
+    assert lines(tmp_path / "metrics.jsonl")[-1]["step"] == 1  # the final evaluation
+    assert result["final_sequence_error_pct"] is not None and (tmp_path / "model.safetensors").exists()
+
+
 def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):
     real_step = toy_train._ToyRun.train_step
 

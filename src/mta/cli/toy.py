@@ -119,6 +119,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfi
                      help="torch.compile the training loss: off (default), default (fused kernels) or "
                           "reduce-overhead (also CUDA graphs)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--max-minutes", type=float, default=None,
+                     help="wall-time cap: runs still going are evaluated, saved and stopped (default: none)")
 
 
 def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTrainConfig:
@@ -156,7 +158,7 @@ def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTr
 def _train(args: argparse.Namespace) -> None:
     config = train_config_from_args(args, args.arch)
     try:
-        result = train_toy(config, args.out, progress=not args.no_progress)
+        result = train_toy(config, args.out, progress=not args.no_progress, max_minutes=args.max_minutes)
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint, metrics and result.json are in {args.out}", file=sys.stderr)
         raise SystemExit(130) from None
@@ -173,8 +175,6 @@ def _register_sweep(toy_sub) -> None:
                                        "Each run writes OUT/<arch>-N<n>-<variant>-s<seed>/ as `mta toy train` does.")
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig(), sweep=True)
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="wall-time cap: runs still going are evaluated, saved and stopped (default: none)")
     p.add_argument("--out", required=True, help="directory of the run directories")
     p.set_defaults(func=_sweep)
 

@@ -120,13 +120,15 @@ class ToyTrainConfig:
         return get_preset(f"toy-{self.arch}", **overrides)
 
 
-def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True,
+              max_minutes: float | None = None) -> dict:
     """Train one model as `config` says, writing the run directory `out_dir`; return result.json's contents.
 
-    On KeyboardInterrupt the checkpoint and result.json (stopped = "interrupted") are written, then the
-    interrupt is raised again.
+    max_minutes: wall-time cap (None: none); at the cap the run is evaluated, saved and ended with
+    stopped = "time_limit". On KeyboardInterrupt the checkpoint and result.json (stopped = "interrupted") are
+    written, then the interrupt is raised again.
     """
-    run = _ToyRun(config, Path(out_dir))
+    run = _ToyRun(config, Path(out_dir), max_minutes)
     with JsonlLog(run.out_dir / "metrics.jsonl") as log:
         try:
             run.train(log, progress)
@@ -153,7 +155,7 @@ def training_batches(config: ToyTrainConfig, device: torch.device) -> Iterator[t
 class _ToyRun:
     """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
 
-    def __init__(self, config: ToyTrainConfig, out_dir: Path):
+    def __init__(self, config: ToyTrainConfig, out_dir: Path, max_minutes: float | None = None):
         self.config, self.out_dir = config, out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
@@ -170,6 +172,7 @@ class _ToyRun:
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
         self.start = time.perf_counter()
+        self.deadline = None if max_minutes is None else self.start + 60 * max_minutes
 
     def train(self, log: JsonlLog, progress: bool) -> None:
         """Run the optimisation steps, logging and evaluating, until solved or out of steps."""
@@ -182,6 +185,9 @@ class _ToyRun:
                 loss_sum += self.train_step()
                 loss_count += 1
                 bar.update()
+                if self.deadline is not None and time.perf_counter() >= self.deadline:
+                    self.stopped = "time_limit"
+                    break
                 is_eval = self.step % config.eval_every == 0
                 if not (is_eval or self.step % config.log_every == 0):
                     continue
