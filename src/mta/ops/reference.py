@@ -80,10 +80,8 @@ def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
     """
     batch, n_heads, rows, cols = maps.shape
     groups, size, _ = mixer.shape
-    grouped = maps.reshape(batch, groups, size, rows * cols)
-    # One product per group over the head axis, in the maps' own layout (W[g]ᵀ [c, c] · maps[b, g] [c, R·M]): an
-    # einsum here moved the head axis innermost and back, two extra copies of every map.
-    mixed = torch.matmul(mixer.to(maps.dtype).transpose(1, 2), grouped)
+    grouped = maps.reshape(batch, groups, size, rows, cols)
+    mixed = torch.einsum("bgirm,gio->bgorm", grouped, mixer.to(maps.dtype))
     return mixed.reshape(batch, n_heads, rows, cols)
 
 
