@@ -133,8 +133,8 @@ def toy_stack_speed(results: dict) -> str:
     """ms per step of one stack (or, from --lone, of one run alone), eager and compiled, per architecture."""
     settings = results["settings"]
     lone = settings.get("lone", False)
-    lines = [f"| model | torch.compile | ms per step{'' if lone else ' (stack)'} | ms per run-step | × eager | warm-up |",
-             "|---|---|---:|---:|---:|---:|"]
+    per_step = "ms per step" if lone else "ms per step (stack)"
+    lines = [f"| model | torch.compile | {per_step} | ms per run-step | × eager | warm-up |", "|---|---|---:|---:|---:|---:|"]
     for row in results["rows"]:
         if row["status"] != "ok":
             lines.append(f"| {row['arch']} | {row['compile']} | {row['status']}: {row['reason'][:60]} | | | |")
@@ -304,7 +304,8 @@ def tflops_table(results: dict, head_dim: int) -> list[str]:
             cells.append(" / ".join(f"{row['tflops'][part]:.0f}" for part in ("forward", "backward", "total"))
                          if ok else "—")
         if config is None or any(rows.get((config, head_dim, n, method)) for n in lengths):
-            lines.append(f"| {'SDPA default' if config is None else f'{config} triton'} | " + " | ".join(cells) + " |")
+            label = "SDPA default" if config is None else f"{config} triton"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -66,3 +66,24 @@ def test_stencil_rejects_what_it_cannot_serve():
         qk_conv_stencil(torch.zeros(1, 1, 2, 2, dtype=torch.float64), torch.zeros(1, 1, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="c_k odd"):
         qk_conv_stencil(torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 2))
+
+
+def test_reference_routes_float32_maps_to_the_stencil(monkeypatch):
+    """qk_conv takes the stencil where `_stencil_serves` says so (float32 maps on a GPU; forced here) and computes
+    what the depthwise convolution computes, in the op end to end."""
+    from mta.ops import mta_attention, reference
+    from op_cases import make_inputs, make_kernel
+
+    q, k, v = (t.detach().float() for t in make_inputs(batch=1, heads=2, seq_len=11, head_dim=4))
+    kernel = make_kernel(2, 2, 3).detach().float()
+    expected = mta_attention(q, k, v, kernel_pre=kernel, kernel_post=kernel, backend="reference")
+    calls = []
+
+    def serves(scores):
+        calls.append(scores.shape)
+        return True
+
+    monkeypatch.setattr(reference, "_stencil_serves", serves)
+    got = mta_attention(q, k, v, kernel_pre=kernel, kernel_post=kernel, backend="reference")
+    assert len(calls) == 2  # the pre- and post-softmax convolutions
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
