@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mta.ops import mta_attention
-from mta.ops.reference import qk_conv, shifted_sum_conv
+from mta.ops.reference import mix_as_one_product, mix_in_layout, qk_conv, shifted_sum_conv
 from op_cases import make_inputs, make_kernel, make_mixer
 
 
@@ -143,3 +143,16 @@ def test_nan_input_is_not_hidden(backend):
     # The 2-row query conv carries row 5's NaN logits into rows 5 and 6; other rows never read them.
     assert out[0, 1, 5:7].isnan().all(dim=-1).all(), "a NaN query must reach the outputs that read it"
     assert out[1].isfinite().all() and out[0, 1, :5].isfinite().all() and out[0, 1, 7:].isfinite().all()
+
+
+def test_head_mix_forms_agree():
+    """head_mix's CPU form (one matmul in the maps' layout) equals its GPU form (the einsum), values and gradients."""
+    maps = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    mixer = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    results = []
+    for mix in (mix_in_layout, mix_as_one_product):
+        mixed = mix(maps, mixer)
+        results.append((mixed, *torch.autograd.grad((mixed * weights).sum(), (maps, mixer))))
+    for in_layout, one_product in zip(*results):
+        torch.testing.assert_close(in_layout, one_product, rtol=1e-12, atol=1e-12)
