@@ -59,7 +59,8 @@ def shifted_sum_conv(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     Returns [B, H, R, M]. torch.compile fuses this sum of views into one elementwise kernel, forward and
     backward, where it keeps cuDNN's depthwise convolution as an opaque call, slow on N×N maps with small
     kernels (on an H200 a compiled 18-run toy MTA stack took 133 ms a step with it, 108 ms with this sum).
-    Eagerly every term is a pass over the map, slower than the convolution (614 ms against 263 ms there).
+    Eagerly every term is a pass over the map, slower than the convolution (614 ms against 263 ms there;
+    benchmarks/results/toy_stack_speed_shifted_sum.json against toy_stack_speed.json).
     """
     c_q, c_k = kernel.shape[1:]
     rows, cols = padded.shape[-2] - (c_q - 1), padded.shape[-1] - (c_k - 1)
