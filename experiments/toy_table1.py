@@ -18,8 +18,9 @@ In batches over several sessions: `--skip-done` leaves out the runs already fini
 --steps; a run cut by the time cap is run again, from the start), and `--lone` gives every run its own process
 (`mta toy train`, one model, no stack) so that each can finish on its own, e.g.
 
-    python experiments/toy_table1.py --skip-done --lone --archs transformer --n-blocks 5 --variants all \
-        --seeds 42 --max-minutes 8.5 -- --compile reduce-overhead
+    python experiments/toy_table1.py --skip-done --lone --limit 1 --max-minutes 8.5 -- --compile reduce-overhead
+
+runs the first unfinished run of the table (Transformer N=5 "all" seed 42 first), alone, for at most 8.5 minutes.
 """
 
 from __future__ import annotations
@@ -120,11 +121,15 @@ def main() -> None:
                         help="every run its own process (`mta toy train`), all at once, round-robin over the GPUs")
     parser.add_argument("--skip-done", action="store_true",
                         help="leave out the runs whose results file in --out shows them solved or at --steps or more")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="run at most this many of the selected runs (after --skip-done), in table order")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mta-toy-table1"))
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `mta toy sweep` flags")
     args = parser.parse_args()
     args.extra = [a for a in args.extra if a != "--"]
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit: got {args.limit}, expected a positive integer")
     if args.gpus is None:
         import torch
 
@@ -138,6 +143,7 @@ def main() -> None:
         print(f"--skip-done: {len(done)} runs already finished in {args.out}", flush=True)
         if not settings:
             return
+    settings = settings[: args.limit]
     groups = stacks(settings, sorted({s[0] for s in settings}, key=args.archs.index), args.gpus, args.lone)
     processes = [launch(group, index % args.gpus if args.gpus else None, index, args)
                  for index, group in enumerate(groups)]

@@ -59,6 +59,15 @@ def test_skip_done_runs_only_the_unfinished(tmp_path):
     assert len(after) == 4 and all(after[name] == mtime for name, mtime in before.items())  # not rerun
 
 
+def test_limit_runs_the_first_unfinished(tmp_path):
+    done = subprocess.run(toy_command(tmp_path, "--lone", "--skip-done", "--limit", "1"), check=True,
+                          capture_output=True, text=True, timeout=300)
+    assert "launched 1 runs" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["transformer-N3-all-s1.json"]
+    bad = subprocess.run(toy_command(tmp_path, "--limit", "0"), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--limit: got 0" in bad.stderr
+
+
 def test_every_run_writes_its_results_file(tmp_path):
     subprocess.run(toy_command(tmp_path), check=True, capture_output=True, timeout=300)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
