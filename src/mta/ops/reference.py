@@ -85,8 +85,8 @@ def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
 
 def mix_in_layout(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
     """head_mix as one product per group over the head axis in the maps' own layout, W[g]ᵀ [c, c] · maps[b, g]
-    [c, R·M]: no copies. On a CPU it made benchmarks/op_cost.py's chunked op with full mixing at 16k take 53 s
-    instead of 84 s with the einsum (benchmarks/results/op_cost_cpu.json at commits d96b614 and 120bd20). On a
+    [c, R·M]: no copies. On a CPU benchmarks/op_cost.py's chunked op with full mixing at 16k took 63 s with it
+    and 84 s with the einsum (benchmarks/results/op_cost_cpu.json at commits a28a53a and 120bd20). On a
     GPU its mixer gradient is a batched product with an inner dimension of R·M that cuBLAS does not split (D's
     reference backward took 1.5 s instead of 0.19 s at 8k on an H200)."""
     batch, n_heads, rows, cols = maps.shape
