@@ -77,7 +77,7 @@ def test_every_run_writes_its_results_file(tmp_path):
     assert [point["step"] for point in result["curve"]] == [2, 4]
 
 
-def test_capped_runs_render_per_seed(tmp_path):
+def test_capped_runs_render_per_seed():
     """render_readme's toy_trial: one cell per setting with every seed's error at its step, gaps as —."""
     from benchmark_scripts import load_benchmark
 

@@ -55,21 +55,27 @@ def test_reference_matches_spec_loops():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def assert_same_values_and_grads(first, second, inputs, tol=1e-12):
+    """first(*inputs) equals second(*inputs), and so do the gradients of every input for a random cotangent."""
+    outputs = [f(*inputs) for f in (first, second)]
+    cotangent = torch.randn(outputs[0].shape, dtype=outputs[0].dtype)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=tol, atol=tol)
+    for got, expected in zip(*(torch.autograd.grad(out, inputs, cotangent) for out in outputs)):
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("c_q, c_k", [(1, 1), (2, 9), (6, 11), (3, 1)])
 def test_shifted_sum_conv_equals_depthwise_conv(c_q, c_k):
-    """The non-CPU form of qk_conv (a sum of shifted maps) against the CPU's conv2d: values and both gradients."""
+    """qk_conv's form under torch.compile (a sum of shifted maps) against the eager convolution: values and both
+    gradients."""
     generator = torch.Generator().manual_seed(c_q * 100 + c_k)
     scores = torch.randn(2, 3, 7, 10, dtype=torch.float64, generator=generator, requires_grad=True)
     kernel = torch.randn(3, c_q, c_k, dtype=torch.float64, generator=generator, requires_grad=True)
-    weights = torch.randn(2, 3, 7, 10, dtype=torch.float64, generator=generator)
-    padded = F.pad(scores, ((c_k - 1) // 2, (c_k - 1) // 2, c_q - 1, 0))
-    got = shifted_sum_conv(padded, kernel)
-    expected = qk_conv(scores, kernel)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    got_grads = torch.autograd.grad((got * weights).sum(), (scores, kernel))
-    expected_grads = torch.autograd.grad((expected * weights).sum(), (scores, kernel))
-    for got_grad, expected_grad in zip(got_grads, expected_grads):
-        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+    def shifted(scores, kernel):
+        return shifted_sum_conv(F.pad(scores, ((c_k - 1) // 2, (c_k - 1) // 2, c_q - 1, 0)), kernel)
+
+    assert_same_values_and_grads(shifted, qk_conv, (scores, kernel))
 
 
 def test_shifted_sum_conv_under_vmap():
@@ -87,12 +93,7 @@ def test_qk_conv_under_torch_compile_is_the_shifted_sum():
     scores = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
     kernel = torch.randn(3, 2, 9, dtype=torch.float64, requires_grad=True)
     compiled = torch.compile(qk_conv, backend="aot_eager", fullgraph=True)
-    got, expected = compiled(scores, kernel), qk_conv(scores, kernel)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    got_grads = torch.autograd.grad(got.square().sum(), (scores, kernel))
-    expected_grads = torch.autograd.grad(expected.square().sum(), (scores, kernel))
-    for got_grad, expected_grad in zip(got_grads, expected_grads):
-        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert_same_values_and_grads(compiled, qk_conv, (scores, kernel))
 
 
 @pytest.mark.parametrize("backend", ["reference", "chunked"])
@@ -149,10 +150,4 @@ def test_head_mix_forms_agree():
     """head_mix's CPU form (one matmul in the maps' layout) equals its GPU form (the einsum), values and gradients."""
     maps = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
     mixer = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(2, 6, 5, 7, dtype=torch.float64)
-    results = []
-    for mix in (mix_in_layout, mix_as_one_product):
-        mixed = mix(maps, mixer)
-        results.append((mixed, *torch.autograd.grad((mixed * weights).sum(), (maps, mixer))))
-    for in_layout, one_product in zip(*results):
-        torch.testing.assert_close(in_layout, one_product, rtol=1e-12, atol=1e-12)
+    assert_same_values_and_grads(mix_in_layout, mix_as_one_product, (maps, mixer))
