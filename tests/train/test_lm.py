@@ -232,13 +232,16 @@ def _train_command(data, out, *extra):
 
 # One thread per process: tiny models gain nothing from more, and a busy 2-core machine slows them down badly.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# A training process that hangs (e.g. at a process group's teardown) fails its test instead of stalling the suite.
+SUBPROCESS_TIMEOUT_S = 300
 KILL_RUN = ["--set", "steps=48", "--set", "checkpoint_every=4", "--set", "keep_checkpoints=100",
             "--set", "eval_every=24"]
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(data, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(_train_command(data, reference, *KILL_RUN), check=True, capture_output=True, env=ENV)
+    subprocess.run(_train_command(data, reference, *KILL_RUN), check=True, capture_output=True, env=ENV,
+                   timeout=SUBPROCESS_TIMEOUT_S)
 
     process = subprocess.Popen(_train_command(data, killed, *KILL_RUN), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=ENV)
@@ -250,7 +253,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(data, tmp_path):
     reached = ckpt.latest_checkpoint(killed)
     assert reached is not None and reached.name < "step-00000048", "the run was not killed mid-way"
 
-    subprocess.run(_train_command(data, killed, *KILL_RUN, "--resume"), check=True, capture_output=True, env=ENV)
+    subprocess.run(_train_command(data, killed, *KILL_RUN, "--resume"), check=True, capture_output=True, env=ENV,
+                   timeout=SUBPROCESS_TIMEOUT_S)
     assert_same_weights(ckpt.checkpoint_dir(reference, 48), ckpt.checkpoint_dir(killed, 48))
     assert without_timing(records(killed)) == without_timing(records(reference))
 
@@ -259,7 +263,7 @@ def test_torchrun_two_cpu_processes_with_ddp(data, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                *_train_command(data, tmp_path, "--set", "steps=4", "--set", "eval_every=4",
                                "--set", "checkpoint_every=2")[1:]]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV)
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV, timeout=SUBPROCESS_TIMEOUT_S)
     summaries = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1 and summaries[0]["step"] == 4  # rank 0 prints
     resolved = json.loads((tmp_path / "train_config.json").read_text())
@@ -279,7 +283,7 @@ def test_torchrun_fsdp2_matches_ddp_on_two_cpu_processes(data, tmp_path):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                    *_train_command(data, out, "--set", "steps=4", "--set", "eval_every=4", "--set",
                                    "checkpoint_every=4", "--parallel", mode)[1:]]
-        subprocess.run(command, check=True, capture_output=True, env=ENV)
+        subprocess.run(command, check=True, capture_output=True, env=ENV, timeout=SUBPROCESS_TIMEOUT_S)
         assert json.loads((out / "train_config.json").read_text())["parallel"] == mode
         runs[mode] = out
     ddp, fsdp = (without_timing(records(runs[mode])) for mode in ("ddp", "fsdp"))

@@ -25,6 +25,7 @@ timings) to an uninterrupted run on the same hardware, thread count and world si
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import time
 from pathlib import Path
@@ -68,9 +69,13 @@ def train_lm(config: LMTrainConfig, out_dir: str | Path, resume: bool = False, p
     """
     ranks = init_ranks(config.device)
     try:
-        run = _LMRun(config, Path(out_dir), ranks, resume)
-        return run.train(progress and ranks.is_main)
+        return _LMRun(config, Path(out_dir), ranks, resume).train(progress and ranks.is_main)
     finally:
+        # The run (its DDP reducer holds the process group) is freed before the group is destroyed. Freed after
+        # it, the reducer's deallocation ran the gloo group's destructor, which joins the group's worker threads,
+        # while holding the GIL that a worker waited for to release a tensor: rank 1 of a CPU torchrun test hung
+        # at exit once. The run's modules hold reference cycles, hence the collection.
+        gc.collect()
         close_ranks(ranks)
 
 
