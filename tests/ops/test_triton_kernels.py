@@ -100,6 +100,7 @@ def test_matches_torch(seq_len, dqk, dv, width, config, dtype):
         (37, 1, 16, (3, 1), BlockConfig(16, 16, 16, 16)),  # a query window of 3 taps
         (37, 4, 8, (2, 2), BlockConfig(16, 16, 16, 16, block=16)),  # taps and heads of a group, two key blocks
         (5, 2, 16, (6, 1), BlockConfig(16, 16, 32, 16)),  # more taps than half the tokens
+        (19, 4, 8, (6, 2), BlockConfig(16, 16, 16, 16, block=4)),  # key blocks shorter than the window
     ],
 )
 def test_query_window(seq_len, heads, d, window, config, dtype):

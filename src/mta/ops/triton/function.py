@@ -146,65 +146,67 @@ class BandedFlashAttention(torch.autograd.Function):
                 p, _ = ops.pairs((r0, r1), (0, r1), lse)
                 torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
         out, lse = out.view(vw.shape), lse.view(qw.shape[:3])
-        ctx.save_for_backward(qw, kw, vw, bias, out, lse)
-        ctx.config, ctx.window, ctx.q_dtype = config, (q.shape, taps, group), q.dtype
+        # q rather than its window (taps·group times wider): the backward rebuilds the window
+        ctx.save_for_backward(q, kw, vw, bias, out, lse)
+        ctx.config, ctx.window = config, (taps, group)
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):
-        qw, kw, vw, bias, out, lse = ctx.saved_tensors
+        q, kw, vw, bias, out, lse = ctx.saved_tensors
+        taps, group = ctx.window
+        qw = query_window(q.to(kw.dtype), taps, group).contiguous()
         ops = _Operands(qw, kw, vw, bias, ctx.config)
         n = ops.seq_len
         d_out = d_out.to(out.dtype).contiguous()
         delta = ((d_out.float() * out.float()).sum(-1) - d_lse).reshape(ops.bh, n)
         d_out = d_out.reshape(ops.bh, n, ops.dv)
         lse = lse.reshape(ops.bh, n)
-        q_shape, taps, group = ctx.window
-        # summed over key blocks, in float32; taps-1 zero rows past the end for `window_adjoint`
-        dqw = empty_output((ops.bh, n + taps - 1, ops.dqk), torch.float32, qw.device)
-        dqw[:, n:].zero_()
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         dkw = empty_output((ops.bh, n, ops.dqk), qw.dtype, qw.device)
         dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
         dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
-        # keys [c0, c1) are seen by queries [c0, n): their P and dS give dkw, dvw there and a part of dqw
+        # keys [c0, c1) are seen by queries [c0, n): their P and dS give dkw, dvw there and a part of dq
         for c0 in range(0, n, ops.block):
             c1 = min(n, c0 + ops.block)
             p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
             torch.bmm(ds.transpose(1, 2), ops.qw[:, c0:], out=dkw[:, c0:c1])
             torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
-            part = torch.bmm(ds, ops.kw[:, c0:c1])
-            if c0 == 0:  # the first key block reaches every query: no zero fill to add to
-                dqw[:, :n].copy_(part)
-            else:
-                dqw[:, c0:n] += part
+            add_query_gradient(dq, ds, ops.kw[:, c0:c1], c0, taps, group)
         if dbias is not None:
             # taps t > i have no key (j = i - t < 0): their gradient is 0
             rows, band = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
             dbias.masked_fill_(band > rows, 0.0)
-        dq = window_adjoint(dqw, q_shape, taps, group).to(ctx.q_dtype)
-        return dq, dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
+        return dq.to(q.dtype), dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
 
 
-def window_adjoint(dqw: torch.Tensor, q_shape: torch.Size, taps: int, group: int) -> torch.Tensor:
-    """The gradient of q from that of qw = query_window(q, taps, group), summed in dqw's dtype.
+def add_query_gradient(dq: torch.Tensor, ds: torch.Tensor, kw: torch.Tensor, first_row: int, taps: int,
+                       group: int) -> None:
+    """dq += the gradient of q through rows [first_row, N) of qw = query_window(q, taps, group), d(qw) = ds · kw.
 
-    dqw: [B·H, N + taps-1, group·taps·d] contiguous, its last taps-1 rows zero; returns [B, H, N, d].
-    dq[h', m] = Σ_{h of the group} Σ_a dqw[h, m + taps-1 - a, (i, a)] for h' = first head + i: one strided view
-    dqw[h, m + a', (i, taps-1-a')] (a' = taps-1-a) holds every term once.
+    dq: [B, H, N, d] float32; ds: [B·H, N - first_row, keys]; kw: [B·H, keys, group·taps·d]. Row r, tap a, source
+    head i of d(qw) feeds dq[first head + i, r - (taps-1) + a]: rows [first_row - (taps-1), N) of dq, summed in
+    float32 from the product's rows in kw's dtype.
     """
-    if taps == 1 and group == 1:
-        return dqw.view(q_shape)
-    batch, n_heads, seq_len, head_dim = q_shape
-    rows, dqk = dqw.shape[1:]
-    terms = dqw.as_strided(
-        (batch * n_heads, seq_len, group, taps, head_dim),
-        (rows * dqk, dqk, taps * head_dim, dqk - head_dim, 1),
-        dqw.storage_offset() + (taps - 1) * head_dim,
+    batch, n_heads, seq_len, head_dim = dq.shape
+    pad, rows = taps - 1, seq_len - first_row
+    width = group * taps * head_dim
+    block = empty_output((batch * n_heads, pad + rows + pad, width), kw.dtype, dq.device)
+    block[:, :pad].zero_()
+    block[:, pad + rows:].zero_()
+    torch.bmm(ds, kw, out=block[:, pad: pad + rows])
+    # out row m' (dq row first_row - pad + m') = Σ_a' block[m' + a', (i, taps-1-a')]: one strided view holds each term
+    terms = block.as_strided(
+        (batch * n_heads, rows + pad, group, taps, head_dim),
+        (block.shape[1] * width, width, taps * head_dim, width - head_dim, 1),
+        block.storage_offset() + pad * head_dim,
     )
-    dq = terms.sum(3)  # [B·H, N, i, d] for each head h of a group
+    part = terms.sum(3, dtype=torch.float32)  # [B·H, rows + pad, i, d] for each head h of a group
     if group > 1:
-        dq = dq.view(batch, n_heads // group, group, seq_len, group, head_dim).sum(2).transpose(2, 3)
-    return dq.reshape(q_shape)
+        part = part.view(batch, n_heads // group, group, rows + pad, group, head_dim).sum(2).transpose(2, 3)
+    part = part.reshape(batch, n_heads, rows + pad, head_dim)
+    skip = max(0, pad - first_row)  # rows before the first token
+    dq[:, :, first_row - pad + skip:] += part[:, :, skip:]
 
 
 def banded_flash_attention(
