@@ -56,7 +56,7 @@ def _tuned(name: str):
     configs = FORWARD_CONFIGS if name == "_forward_kernel" else PAIR_CONFIGS
     return triton.autotune(
         configs=[triton.Config(c.meta(), num_warps=c.num_warps, num_stages=c.num_stages) for c in configs],
-        key=["DQK", "DV"],
+        key=["HD", "PIECES", "DV"],
     )(getattr(kernels, name))
 
 
@@ -90,18 +90,20 @@ def _fused_forward(dv: int, config: BlockConfig | None) -> bool:
 
 
 class _Operands:
-    """qw, kw, vw, bias of one call flattened to [B·H, N, ·], with what every launch passes along."""
+    """q, kw, vw, bias of one call flattened to [B·H, N, ·], with what every launch passes along; q stands for its
+    window qw = query_window(q, taps, group), which the kernels read in place."""
 
-    def __init__(self, qw, kw, vw, bias, config):
-        self.batch, self.heads, self.seq_len, self.dqk = qw.shape
-        self.dv = vw.shape[-1]
+    def __init__(self, q, kw, vw, bias, config, taps, group):
+        self.batch, self.heads, self.seq_len, self.head_dim = q.shape
+        self.dqk, self.dv = kw.shape[-1], vw.shape[-1]
         self.width = 0 if bias is None else bias.shape[-1]
         self.bh = self.batch * self.heads
-        self.qw, self.kw, self.vw = (x.reshape(self.bh, self.seq_len, -1) for x in (qw, kw, vw))
-        self.bias = qw if bias is None else bias  # a placeholder pointer when there is no bias
+        self.q, self.kw, self.vw = (x.reshape(self.bh, self.seq_len, -1) for x in (q, kw, vw))
+        self.bias = kw if bias is None else bias  # a placeholder pointer when there is no bias
         self.config = config
         self.block = BUFFER_BLOCK if config is None else config.block
-        self.constexprs = dict(HAS_BIAS=self.width > 0, PRECISION=_precision(qw.dtype))
+        self.window = (self.head_dim, taps, group * taps, self.heads, group)  # HD, TAPS, PIECES, H, GROUP
+        self.constexprs = dict(HAS_BIAS=self.width > 0, PRECISION=_precision(kw.dtype))
 
     def pairs(self, rows: tuple[int, int], cols: tuple[int, int], lse, d_out=None, delta=None, dbias=None):
         """P (and, given d_out, delta and dbias, dS) [B·H, rows, cols] for query rows [r0, r1), keys [c0, c1)."""
@@ -109,15 +111,15 @@ class _Operands:
         n_rows, n_cols = r1 - r0, c1 - c0
         stride = -(-n_cols // 8) * 8  # 16-byte aligned rows for the matrix products
         grads = d_out is not None
-        p = empty_output((self.bh, n_rows, stride), self.qw.dtype, self.qw.device)
-        ds = empty_output((self.bh, n_rows, stride), self.qw.dtype, self.qw.device) if grads else p
+        p = empty_output((self.bh, n_rows, stride), self.kw.dtype, self.kw.device)
+        ds = empty_output((self.bh, n_rows, stride), self.kw.dtype, self.kw.device) if grads else p
 
         def grid(meta):
             return triton.cdiv(n_rows, meta["BLOCK_M"]), triton.cdiv(n_cols, meta["BLOCK_N"]), self.bh
 
-        _launch("_pair_kernel", grid, self.config, self.qw, self.kw, self.vw, self.bias,
+        _launch("_pair_kernel", grid, self.config, self.q, self.kw, self.vw, self.bias,
                 d_out if grads else self.vw, lse, delta if grads else lse, p, ds, dbias if grads else lse,
-                self.seq_len, self.dqk, self.dv, self.width, r0, n_rows, c0, n_cols, stride,
+                self.seq_len, *self.window, self.dv, self.width, r0, n_rows, c0, n_cols, stride,
                 GRADS=grads, **self.constexprs)
         return p[..., :n_cols], ds[..., :n_cols]
 
@@ -128,25 +130,23 @@ class BandedFlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kw, vw, bias, config, taps, group):
-        qw = query_window(q.to(kw.dtype), taps, group).contiguous()
-        ops = _Operands(qw, kw, vw, bias, config)
+        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, bias, config, taps, group)
         n = ops.seq_len
         fused = _fused_forward(ops.dv, config)
         out = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
-        lse = empty_output((ops.bh, n), torch.float32, qw.device)
+        lse = empty_output((ops.bh, n), torch.float32, vw.device)
 
         def grid(meta):
             return triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(ops.dv, meta["BLOCK_DV"]) if fused else 1, ops.bh
 
-        _launch("_forward_kernel", grid, config, ops.qw, ops.kw, ops.vw, ops.bias, out, lse,
-                n, ops.dqk, ops.dv, ops.width, WITH_OUTPUT=fused, **ops.constexprs)
+        _launch("_forward_kernel", grid, config, ops.q, ops.kw, ops.vw, ops.bias, out, lse,
+                n, *ops.window, ops.dv, ops.width, WITH_OUTPUT=fused, **ops.constexprs)
         if not fused:  # out rows [r0, r1) = P[r0:r1, :r1] · vw[:r1], a block of queries at a time
             for r0 in range(0, n, ops.block):
                 r1 = min(n, r0 + ops.block)
                 p, _ = ops.pairs((r0, r1), (0, r1), lse)
                 torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
-        out, lse = out.view(vw.shape), lse.view(qw.shape[:3])
-        # q rather than its window (taps·group times wider): the backward rebuilds the window
+        out, lse = out.view(vw.shape), lse.view(q.shape[:3])
         ctx.save_for_backward(q, kw, vw, bias, out, lse)
         ctx.config, ctx.window = config, (taps, group)
         return out, lse
@@ -155,27 +155,27 @@ class BandedFlashAttention(torch.autograd.Function):
     def backward(ctx, d_out, d_lse):
         q, kw, vw, bias, out, lse = ctx.saved_tensors
         taps, group = ctx.window
-        qw = query_window(q.to(kw.dtype), taps, group).contiguous()
-        ops = _Operands(qw, kw, vw, bias, ctx.config)
+        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, bias, ctx.config, taps, group)
         n = ops.seq_len
+        qw = query_window(ops.q.view(q.shape), taps, group).reshape(ops.bh, n, ops.dqk)  # for dkw = dSᵀ · qw
         d_out = d_out.to(out.dtype).contiguous()
         delta = ((d_out.float() * out.float()).sum(-1) - d_lse).reshape(ops.bh, n)
         d_out = d_out.reshape(ops.bh, n, ops.dv)
         lse = lse.reshape(ops.bh, n)
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-        dkw = empty_output((ops.bh, n, ops.dqk), qw.dtype, qw.device)
+        dkw = empty_output((ops.bh, n, ops.dqk), kw.dtype, kw.device)
         dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
         dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
         # keys [c0, c1) are seen by queries [c0, n): their P and dS give dkw, dvw there and a part of dq
         for c0 in range(0, n, ops.block):
             c1 = min(n, c0 + ops.block)
             p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
-            torch.bmm(ds.transpose(1, 2), ops.qw[:, c0:], out=dkw[:, c0:c1])
+            torch.bmm(ds.transpose(1, 2), qw[:, c0:], out=dkw[:, c0:c1])
             torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
             add_query_gradient(dq, ds, ops.kw[:, c0:c1], c0, taps, group)
         if dbias is not None:
             # taps t > i have no key (j = i - t < 0): their gradient is 0
-            rows, band = torch.arange(n, device=qw.device)[:, None], torch.arange(ops.width, device=qw.device)
+            rows, band = torch.arange(n, device=kw.device)[:, None], torch.arange(ops.width, device=kw.device)
             dbias.masked_fill_(band > rows, 0.0)
         return dq.to(q.dtype), dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
 

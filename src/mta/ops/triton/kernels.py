@@ -1,10 +1,12 @@
 """Triton kernels of banded causal flash attention (the generic op of mta.ops.triton.glue).
 
-Per (batch, head) and for contiguous row-major tensors qw, kw [N, Dqk], vw [N, Dv], bias [N, W]:
+Per (batch, head) and for contiguous row-major tensors q [N, d], kw [N, Dqk], vw [N, Dv], bias [N, W]:
 
     scores[i, j] = qw_i · kw_j + (bias[i, i-j] if 0 <= i-j < W else 0)   for j <= i, -inf for j > i
-    P = softmax_j(scores) (online, float32), out = P · vw, lse_i = logsumexp_j scores[i, j].
+    P = softmax_j(scores) (online, float32), out = P · vw, lse_i = logsumexp_j scores[i, j],
 
+where qw = query_window(q, taps, group) (mta.ops.triton.primitives), Dqk = group·taps·d, is never stored: the
+kernels read its pieces from q (`_window_scores`).
 Dqk and Dv may be large (c_q·d or g·c_q·d): contractions loop over BLOCK_D / BLOCK_DV columns. Outputs as
 wide as Dqk or Dv cannot live in one program's registers, so only a narrow out (Dv <= BLOCK_DV) is computed
 in `_forward_kernel` itself; everything wider goes through `_pair_kernel`, which writes one block of the
@@ -42,6 +44,33 @@ def _dot_rows(A, B, rows, cols, N, D, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
+def _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """float32 [BLOCK_M, BLOCK_N] = qw[rows] · KW[cols]ᵀ, qw = query_window(q, TAPS, group) read from q itself.
+
+    Q: the group's first head of row-major q [·, N, HD]; KW: row-major [N, PIECES·HD], PIECES = group·TAPS.
+    Piece c = i·TAPS + a of qw's row r is q[first head + i, r - (TAPS-1) + a] (zero before the first token):
+    the TAPS pieces of one head read overlapping rows of q, which the cache serves, where a materialised qw
+    would be read TAPS times over. Columns go BLOCK_D at a time within a piece, so every load is contiguous.
+    """
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    sub = tl.cdiv(HD, BLOCK_D)
+    dqk = PIECES * HD
+    for step in range(0, PIECES * sub):
+        piece = step // sub
+        dims = (step - piece * sub) * BLOCK_D + tl.arange(0, BLOCK_D)
+        source = rows - (TAPS - 1) + piece % TAPS
+        head = Q + (piece // TAPS).to(tl.int64) * N * HD
+        in_d = dims < HD
+        a = tl.load(head + source[:, None] * HD + dims[None, :],
+                    mask=((source >= 0) & (source < N))[:, None] & in_d[None, :], other=0.0)
+        b_t = tl.load(KW + cols[None, :] * dqk + piece * HD + dims[:, None],
+                      mask=(cols[None, :] < N) & in_d[:, None], other=0.0)
+        acc += tl.dot(a, b_t, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS: tl.constexpr):
     """Add bias[i, i-j] on the band 0 <= i-j < W and set -inf where j > i or j >= N."""
     diag = rows[:, None] - cols[None, :]
@@ -70,11 +99,11 @@ def _first_band_tile(m0, W, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
+def _forward_tile(m_i, l_i, acc, Q, KW, VW, BIAS, rows, n0, dims_v, N, HD, TAPS, PIECES, DV, W,
                   HAS_BIAS: tl.constexpr, NEAR: tl.constexpr, WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     cols = n0 + tl.arange(0, BLOCK_N)
-    s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+    s = _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     if NEAR:
         s = _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS)
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -87,7 +116,7 @@ def _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV,
 
 
 @triton.jit
-def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
+def _forward_kernel(Q, KW, VW, BIAS, OUT, LSE, N, HD, TAPS, PIECES, H, GROUP, DV, W,
                     HAS_BIAS: tl.constexpr, WITH_OUTPUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
     """Grid (query tiles, Dv chunks, B·H): out[rows, chunk], and lse[rows] from chunk 0.
@@ -95,8 +124,8 @@ def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
     m0 = tl.program_id(0) * BLOCK_M
     chunk = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
-    QW += bh * N * DQK
-    KW += bh * N * DQK
+    Q += (bh - (bh % H) % GROUP) * N * HD  # the first head of bh's group
+    KW += bh * N * PIECES * HD
     VW += bh * N * DV
     OUT += bh * N * DV
     BIAS += bh * N * W
@@ -108,11 +137,11 @@ def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     band_start = _first_band_tile(m0, W, BLOCK_N)
     for n0 in range(0, band_start, BLOCK_N):
-        m_i, l_i, acc = _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
-                                      HAS_BIAS, False, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        m_i, l_i, acc = _forward_tile(m_i, l_i, acc, Q, KW, VW, BIAS, rows, n0, dims_v, N, HD, TAPS, PIECES, DV,
+                                      W, HAS_BIAS, False, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     for n0 in range(band_start, tl.minimum(m0 + BLOCK_M, N), BLOCK_N):
-        m_i, l_i, acc = _forward_tile(m_i, l_i, acc, QW, KW, VW, BIAS, rows, n0, dims_v, N, DQK, DV, W,
-                                      HAS_BIAS, True, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        m_i, l_i, acc = _forward_tile(m_i, l_i, acc, Q, KW, VW, BIAS, rows, n0, dims_v, N, HD, TAPS, PIECES, DV,
+                                      W, HAS_BIAS, True, WITH_OUTPUT, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
     if WITH_OUTPUT:
         _store_tile(OUT, acc / l_i[:, None], rows, dims_v, N, DV)
     if chunk == 0:
@@ -120,7 +149,8 @@ def _forward_kernel(QW, KW, VW, BIAS, OUT, LSE, N, DQK, DV, W,
 
 
 @triton.jit
-def _pair_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, P, DS, DBIAS, N, DQK, DV, W, R0, ROWS, C0, COLS, STRIDE,
+def _pair_kernel(Q, KW, VW, BIAS, DO, LSE, DELTA, P, DS, DBIAS, N, HD, TAPS, PIECES, H, GROUP, DV, W, R0, ROWS,
+                 C0, COLS, STRIDE,
                  HAS_BIAS: tl.constexpr, GRADS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr):
     """Grid (query tiles of rows [R0, R0+ROWS), key tiles of columns [C0, C0+COLS), B·H): one block of the
@@ -130,8 +160,8 @@ def _pair_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, P, DS, DBIAS, N, DQK, DV, W, 
     m0 = R0 + tl.program_id(0) * BLOCK_M
     n0 = C0 + tl.program_id(1) * BLOCK_N
     bh = tl.program_id(2).to(tl.int64)
-    QW += bh * N * DQK
-    KW += bh * N * DQK
+    Q += (bh - (bh % H) % GROUP) * N * HD
+    KW += bh * N * PIECES * HD
     VW += bh * N * DV
     DO += bh * N * DV
     BIAS += bh * N * W
@@ -150,7 +180,7 @@ def _pair_kernel(QW, KW, VW, BIAS, DO, LSE, DELTA, P, DS, DBIAS, N, DQK, DV, W, 
         if GRADS:
             tl.store(DS + cell, zero.to(DS.dtype.element_ty), mask=inside)
     else:
-        s = _dot_rows(QW, KW, rows, cols, N, DQK, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
+        s = _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         near = (m0 < n0 + BLOCK_N - 1 + W) | (n0 + BLOCK_N > N)
         if near:
             s = _near_diagonal(s, BIAS, rows, cols, N, W, HAS_BIAS)
