@@ -32,12 +32,14 @@ class BlockConfig:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_D=self.block_d, BLOCK_DV=self.block_dv)
 
 
-# Candidates for the GPU autotuner, keyed on (Dqk, Dv); the interpreter takes the single default config.
+# Candidates for the GPU autotuner, keyed on (d, group·taps, Dv); the interpreter takes the single default config.
+# Forward: wide key tiles (128) halve the query tiles' reloads per score; on the H200 the first two took A's
+# forward (Dqk = 6·128, Dv = 128) from 9.4 to 6.8-7.0 ms (benchmarks/results/triton_profile.json).
 FORWARD_CONFIGS = (
-    BlockConfig(128, 64, 64, 128, 8, 3),
-    BlockConfig(64, 64, 64, 128, 4, 3),
-    BlockConfig(128, 64, 64, 64, 4, 3),
-    BlockConfig(64, 32, 64, 64, 4, 2),
+    BlockConfig(128, 128, 128, 128, 8, 2),
+    BlockConfig(128, 128, 64, 128, 8, 3),
+    BlockConfig(64, 128, 64, 128, 4, 3),
+    BlockConfig(64, 64, 64, 64, 4, 3),
 )
 PAIR_CONFIGS = (
     BlockConfig(128, 64, 64, 64, 8, 3),
