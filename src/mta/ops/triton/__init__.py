@@ -1,9 +1,9 @@
 """Fused Triton backend of Multi-Token Attention: one banded flash-attention kernel plus O(N) glue.
 
-`glue` reduces every MTA option to one call of a generic banded causal attention and two token-axis ops
-(`primitives` defines all three in PyTorch); `kernels` implements that attention (forward and backward) in
-Triton, `function` wraps it in an autograd.Function, and `token_ops` fuses the two token-axis ops. Importing
-this package needs no Triton: the kernels are imported on first use.
+`glue` reduces every MTA option to one call of a generic banded causal attention and three token-axis ops
+(`primitives` defines all four in PyTorch); `kernels` implements that attention (forward and backward) in
+Triton, `function` wraps it in an autograd.Function, `token_ops` fuses two token-axis ops and `band` the
+third. Importing this package needs no Triton: the kernels are imported on first use.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def triton_attention(
         raise ValueError(
             f"backend 'triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1), got q on {q.device}"
         )
+    from .band import probability_band
     from .function import banded_flash_attention
     from .token_ops import diagonal_dots, token_conv
 
@@ -69,5 +70,5 @@ def triton_attention(
     return banded_mta(
         q, k, v,
         kernel_pre=kernel_pre, kernel_post=kernel_post, head_mix_pre=head_mix_pre, head_mix_post=head_mix_post,
-        scale=scale, ops=Primitives(banded, token_conv, diagonal_dots),
+        scale=scale, ops=Primitives(banded, token_conv, diagonal_dots, probability_band),
     )

@@ -6,9 +6,9 @@ Every MTA option is linear either in the logits (pre-softmax conv and head mixin
     banded(q, kw, vw, bias, taps, g) -> (out, lse),
     scores[i, j] = qw_i · kw_j + bias[i, i-j] (0 <= i-j < W), causal softmax over j, out = P · vw,
 
-where qw = query_window(q, taps, g) concatenates the last `taps` queries of the g heads of a group, plus two
-cheap token-axis ops (`primitives`: token_conv, diagonal_dots) whose fused versions read and write the kernel's
-operands in the input dtype, accumulating in float32. Per head, with scale s:
+where qw = query_window(q, taps, g) concatenates the last `taps` queries of the g heads of a group, plus three
+cheap token-axis ops (`primitives`: token_conv, diagonal_dots, band) whose fused versions read and write the
+kernel's operands in the input dtype, accumulating in float32. Per head, with scale s:
 
 Pre-softmax conv θ [c_q, c_k], P0 = c_q-1, hk = (c_k-1)/2 (shared/kernel-notes.md (a)):
     qw_i = Q̃_i = concat_a q[i-P0+a],  kw_j = K̃_j = concat_a s Σ_b θ[a,b] k[j-hk+b]: Q̃_i·K̃_j = s · conv of the
@@ -20,7 +20,7 @@ Pre-softmax mixing W[g, i, o]: qw_o = concat_i Q̃_i, kw_o = concat_i W[i,o] K̃
 Post-softmax conv θ' [c_q', c_k'], P1 = c_q'-1, h' = (c_k'-1)/2 (kernel-notes (b)):
     Ṽ_a[c] = Σ_b θ'[a,b] v[c+h'-b],  O[i] = Σ_a (P Ṽ_a)[i-P1+a] - C[i],
     C[i] = Σ_{u=1..h'} v[i+u] Σ_{a,b} θ'[a,b] P[i-P1+a, i+u-h'+b]   (the entries the final mask removes),
-    which reads P only on the band P[r, r-t'], t' < h', recomputed here from the kernel's lse.
+    which reads P only on the band P[r, r-t'], t' < h', recomputed from the kernel's lse (`ops.band`).
 Post-softmax mixing W': O_o = Σ_i W'[i,o] (masked conv_i(P_i)) v_o, so head i's kernel call takes the values
 of every output head o of its group, vw_i = concat_{o,a} Ṽ^{(i)}_{a,o}, and the glue recombines with W'.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..reference import compute_dtype, expand_kv
 from .primitives import Primitives, grouped, query_window, row_window
@@ -121,35 +120,6 @@ def post_values(
     return ops.token_conv(v, kernel.flip(-1).unsqueeze(1).expand(-1, size, -1, -1), dtype)
 
 
-def probability_band(
-    q: torch.Tensor, kw: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, width: int, taps: int, group: int
-) -> torch.Tensor:
-    """band [B, H, N, width] with band[r, t] = P[r, r-t] (zero for r < t), from the kernel's lse.
-
-    q, kw, bias, taps, group: the kernel's operands (`primitives.banded_attention_torch`); lse: [B, H, N].
-    Checkpointed: the backward recomputes it, so the query window and float32 copies are never kept.
-    """
-    if width == 0:
-        return lse.new_zeros((*lse.shape, 0))
-    return checkpoint(_probability_band, q, kw, bias, lse, width, taps, group, use_reentrant=False)
-
-
-def _probability_band(q, kw, bias, lse, width, taps, group):
-    qw = query_window(q, taps, group)
-    seq_len = qw.shape[2]
-    columns = []
-    for t in range(width):
-        if t >= seq_len:
-            columns.append(lse.new_zeros(lse.shape))
-            continue
-        logit = (qw[:, :, t:].to(lse.dtype) * kw[:, :, : seq_len - t].to(lse.dtype)).sum(-1)
-        logit = F.pad(logit, (t, 0), value=float("-inf"))
-        if bias is not None and t < bias.shape[-1]:
-            logit = logit + bias[..., t].to(lse.dtype)
-        columns.append(torch.exp(logit - lse))
-    return torch.stack(columns, dim=-1)
-
-
 def post_combine(
     u: torch.Tensor, v: torch.Tensor, kernel: torch.Tensor, mixer: torch.Tensor, band: torch.Tensor
 ) -> torch.Tensor:
@@ -210,5 +180,6 @@ def banded_mta(
     kernel_post, head_mix_post = (identity if p is None else p.to(dtype) for p in (kernel_post, head_mix_post))
     vc = v.to(dtype)  # one float32 leaf for post_values and post_combine's correction, as for q and k
     u, lse = ops.banded(q_operand, kw, post_values(vc, kernel_post, head_mix_post, v.dtype, ops), bias, taps, size)
-    band = probability_band(q_operand, kw, bias, lse, (kernel_post.shape[2] - 1) // 2, taps, size)
+    half = (kernel_post.shape[2] - 1) // 2
+    band = ops.band(q_operand, kw, bias, lse, half, taps, size) if half else lse.new_zeros((*lse.shape, 0))
     return post_combine(u.to(dtype), vc, kernel_post, head_mix_post, band).to(q.dtype)

@@ -3,6 +3,7 @@
     banded(q, kw, vw, bias, taps, group) -> (out, lse)   banded causal attention of qw = query_window(q, ...)
     token_conv(x, weight, dtype) -> xw                    depthwise convolutions along tokens, heads in groups
     diagonal_dots(q, k, width) -> future                  q_m · k_{m+δ} for the first `width` keys ahead
+    band(q, kw, bias, lse, width, taps, group) -> band    banded's probabilities P[r, r-t] for t < width
 
 These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention` and
 `token_ops`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group` consecutive heads.
@@ -15,6 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..reference import causal_future, compute_dtype
 
@@ -26,6 +28,7 @@ class Primitives:
     banded: Callable
     token_conv: Callable
     diagonal_dots: Callable
+    band: Callable
 
 
 def row_window(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -114,4 +117,31 @@ def diagonal_dots_torch(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.T
     return torch.stack(columns, dim=-1)
 
 
-TORCH_PRIMITIVES = Primitives(banded_attention_torch, token_conv_torch, diagonal_dots_torch)
+def probability_band_torch(
+    q: torch.Tensor, kw: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, width: int, taps: int, group: int
+) -> torch.Tensor:
+    """band [B, H, N, width] with band[r, t] = P[r, r-t] (zero for r < t), from the kernel's lse.
+
+    q, kw, bias, taps, group: the kernel's operands (`banded_attention_torch`); lse: [B, H, N].
+    Checkpointed: the backward recomputes it, so the query window and float32 copies are never kept.
+    """
+    return checkpoint(_probability_band, q, kw, bias, lse, width, taps, group, use_reentrant=False)
+
+
+def _probability_band(q, kw, bias, lse, width, taps, group):
+    qw = query_window(q, taps, group)
+    seq_len = qw.shape[2]
+    columns = []
+    for t in range(width):
+        if t >= seq_len:
+            columns.append(lse.new_zeros(lse.shape))
+            continue
+        logit = (qw[:, :, t:].to(lse.dtype) * kw[:, :, : seq_len - t].to(lse.dtype)).sum(-1)
+        logit = F.pad(logit, (t, 0), value=float("-inf"))
+        if bias is not None and t < bias.shape[-1]:
+            logit = logit + bias[..., t].to(lse.dtype)
+        columns.append(torch.exp(logit - lse))
+    return torch.stack(columns, dim=-1)
+
+
+TORCH_PRIMITIVES = Primitives(banded_attention_torch, token_conv_torch, diagonal_dots_torch, probability_band_torch)
