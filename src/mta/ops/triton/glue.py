@@ -134,21 +134,22 @@ def post_combine(
     size = mixer.shape[1]
     taps = u.reshape(batch, n_heads, seq_len, size, c_q, head_dim)
     out = sum(shift_rows(taps[:, :, :, :, a].flatten(-2), p1 - a) for a in range(c_q))  # [B, H, N, g·d]
-    out = out.reshape(batch, n_heads, seq_len, size, head_dim)
-    if half > 0:
-        device = kernel.device
-        a = torch.arange(c_q, device=device).view(c_q, 1, 1)
-        ahead = torch.arange(1, half + 1, device=device).view(1, half, 1)
-        t = torch.arange(half, device=device).view(1, 1, half)
-        phi = gather_taps(kernel, (a - p1 - ahead + half - t).expand(c_q, half, half))  # [H, a, u, t']
-        removed = grouped(torch.einsum("bhrat,haut->bhru", row_window(band, p1, 0), phi), size)  # conv(P)[r, r+u]
-        out = grouped(out, size)  # [B, G, i, N, o, d]
-        for u in range(1, half + 1):
-            ahead = grouped(shift_rows(v, -u), size).transpose(2, 3).unsqueeze(2)  # v_o[r+u]: [B, G, 1, N, o, d]
-            out = out - removed[..., u - 1, None, None] * ahead
-        out = out.reshape(batch, n_heads, seq_len, size, head_dim)
-    mixed = torch.einsum("bgirod,gio->bgord", grouped(out, size), mixer)
-    return mixed.reshape(batch, n_heads, seq_len, head_dim)
+    out = grouped(out.reshape(batch, n_heads, seq_len, size, head_dim), size)  # [B, G, i, N, o, d]
+    mixed = torch.einsum("bgirod,gio->bgord", out, mixer).reshape(batch, n_heads, seq_len, head_dim)
+    if half == 0:
+        return mixed
+    # The removed entries scale v_o[r+u] for every input head i, so they are mixed first (W'[i, o] summed over i)
+    # and subtracted from the mixed output: one [B, H, N, d] update per u, not one per pair of heads.
+    device = kernel.device
+    a = torch.arange(c_q, device=device).view(c_q, 1, 1)
+    ahead = torch.arange(1, half + 1, device=device).view(1, half, 1)
+    t = torch.arange(half, device=device).view(1, 1, half)
+    phi = gather_taps(kernel, (a - p1 - ahead + half - t).expand(c_q, half, half))  # [H, a, u, t']
+    removed = torch.einsum("bhrat,haut->bhru", row_window(band, p1, 0), phi)  # conv(P)[r, r+u] of head i
+    removed = torch.einsum("bgiru,gio->bgoru", grouped(removed, size), mixer).reshape(removed.shape)
+    for u in range(1, half + 1):
+        mixed = mixed - removed[..., u - 1, None] * shift_rows(v, -u)  # v_o[r+u]
+    return mixed
 
 
 def banded_mta(
