@@ -309,13 +309,46 @@ def tflops_table(results: dict, head_dim: int) -> list[str]:
     return lines
 
 
-def op_speed_gpu_glue(results: dict) -> str:
-    """A later partial run of the op benchmark (its own commit): the targets, fwd+bwd time and peak memory, d = 128."""
+def op_speed_gpu_run(results: dict, file_name: str) -> str:
+    """A later partial run of the op benchmark (its own commit, rows in benchmarks/results/`file_name`): the
+    targets, fwd+bwd time and peak memory, d = 128."""
     lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
     lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
     lines += ["", "TFLOP/s (FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
               "backward 2.5× that), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
-    lines += ["", "Rows: benchmarks/results/op_speed_gpu_glue.json.", "", provenance_line(results["meta"])]
+    lines += ["", f"Rows: benchmarks/results/{file_name}.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
+def kernel_label(name: str) -> str:
+    """A profiler kernel name made short: Triton kernels as named, cuBLAS GEMMs and ATen's elementwise, copy and
+    reduction kernels by kind."""
+    if name.startswith("_"):
+        return f"`{name}`"
+    kinds = (("nvjet", "cuBLAS GEMM"), ("gemm", "cuBLAS GEMM"), ("gemv", "cuBLAS GEMV"), ("copy", "copy / cast"),
+             ("Memcpy", "copy / cast"), ("reduce_kernel", "sum"), ("Mul", "multiply"), ("add", "add"),
+             ("Fill", "fill"))
+    return next((label for key, label in kinds if key in name), "other")
+
+
+def triton_profile(results: dict) -> str:
+    """GPU time of one forward+backward through the triton backend per configuration, by kind of kernel."""
+    settings = results["settings"]
+    lines = ["| config | GPU time | by kernel (ms, calls) |", "|---|---:|---|"]
+    for profile in results["profiles"]:
+        by_kind: dict[str, list[float]] = {}
+        for kernel in profile["kernels"]:
+            total = by_kind.setdefault(kernel_label(kernel["name"]), [0.0, 0])
+            total[0] += kernel["ms"]
+            total[1] += kernel["calls"]
+        listed = sum(ms for ms, _ in by_kind.values())
+        parts = [f"{label} {ms:.1f} ({calls})" for label, (ms, calls) in sorted(by_kind.items(), key=lambda kv: -kv[1][0])]
+        parts.append(f"the rest {profile['gpu_ms'] - listed:.1f}")
+        lines.append(f"| {profile['config']} | {profile['gpu_ms']:.1f} ms | " + "; ".join(parts) + " |")
+    lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
+              f"H = {settings['heads']}; the {len(results['profiles'][0]['kernels'])} longest kernels of each profile "
+              "(benchmarks/results/triton_profile.json, which also holds the tile sweep).", "",
+              provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -735,9 +768,13 @@ TABLES = {
     "toy_stack_speed_transformer": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed_transformer.json"),
                                     lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
-    "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"), op_speed_gpu_glue),
+    "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"),
+                          lambda results: op_speed_gpu_run(results, "op_speed_gpu_glue.json")),
     "op_speed_gpu_stencil": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_stencil.json"),
                              op_speed_gpu_stencil),
+    "triton_profile": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_profile.json"), triton_profile),
+    "op_speed_gpu_window": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_window.json"),
+                            lambda results: op_speed_gpu_run(results, "op_speed_gpu_window.json")),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
                               lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),

@@ -131,7 +131,8 @@ def test_rendered_tables_and_plot(tmp_path):
 
 
 def test_rendered_partial_rerun():
-    text = render.op_speed_gpu_glue(synthetic_results())
+    text = render.op_speed_gpu_run(synthetic_results(), "op_speed_rerun.json")
+    assert "Rows: benchmarks/results/op_speed_rerun.json." in text
     assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text and "| B triton | 200 ms (20×) | 100 ms (5×) |" in text
     assert "| B triton | 400 MiB (4×) | 700 MiB (3.5×) |" in text and "commit 000000000000" in text
     assert text.count("| missed |") == 4  # the targets come first
@@ -151,3 +152,17 @@ def test_tflops_table_leaves_out_configs_without_triton_rows():
     results = synthetic_results()
     results["rows"] = [row for row in results["rows"] if row["method"] != "triton"]
     assert [line.split(" |")[0] for line in render.tflops_table(results, 128)[2:]] == ["| SDPA default"]
+
+
+def test_rendered_triton_profile_groups_kernels_by_kind():
+    kernels = [{"name": "_forward_kernel", "calls": 1, "ms": 8.0}, {"name": "_pair_kernel", "calls": 8, "ms": 7.0},
+               {"name": "nvjet_sm90_tst_128x256", "calls": 8, "ms": 2.0},
+               {"name": "sm80_xmma_gemm_f32f32", "calls": 1, "ms": 0.5},
+               {"name": "void at::native::elementwise_kernel<direct_copy_kernel_cuda>", "calls": 9, "ms": 1.5}]
+    results = {"meta": synthetic_results()["meta"],
+               "settings": {"seq_len": 8192, "head_dim": 128, "batch": 2, "heads": 16},
+               "profiles": [{"config": "A", "gpu_ms": 20.0, "kernels": kernels}]}
+    text = render.triton_profile(results)
+    assert ("| A | 20.0 ms | `_forward_kernel` 8.0 (1); `_pair_kernel` 7.0 (8); cuBLAS GEMM 2.5 (9); "
+            "copy / cast 1.5 (9); the rest 1.0 |") in text
+    assert "the 5 longest kernels" in text
