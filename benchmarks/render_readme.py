@@ -96,9 +96,13 @@ def toy_table1(runs: list[dict]) -> str:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
             cells.append(" / ".join(f"{r['steps'] / 1000:.1f}k{marks.get(r['stopped'], '')}" for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    meta = runs[0]["environment"]
-    lines += ["", f"<sub>{len(runs)} runs; {meta['device']}, torch {meta['torch']}, commit {meta['commit'][:12]}, "
-              f"{meta['date']}; per-run JSON in results/toy/, curves in results/toy/table1_curves.png</sub>"]
+    environments = [run["environment"] for run in runs]
+    devices, torches = (", ".join(sorted({env[key] for env in environments})) for key in ("device", "torch"))
+    commits = ", ".join(sorted({env["commit"][:12] for env in environments}))
+    dates = sorted(env["date"] for env in environments)
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    lines += ["", f"<sub>{len(runs)} runs; {devices}, torch {torches}, commits {commits}, {when}; per-run JSON in "
+              "results/toy/, curves in results/toy/table1_curves.png</sub>"]
     return "\n".join(lines)
 
 
@@ -775,6 +779,8 @@ TABLES = {
     "triton_profile": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_profile.json"), triton_profile),
     "op_speed_gpu_window": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_window.json"),
                             lambda results: op_speed_gpu_run(results, "op_speed_gpu_window.json")),
+    "op_speed_gpu_band": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_band.json"),
+                          lambda results: op_speed_gpu_run(results, "op_speed_gpu_band.json")),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
                               lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),
