@@ -49,9 +49,10 @@ def _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M: tl.constexpr
     """float32 [BLOCK_M, BLOCK_N] = qw[rows] · KW[cols]ᵀ, qw = query_window(q, TAPS, group) read from q itself.
 
     Q: the group's first head of row-major q [·, N, HD]; KW: row-major [N, PIECES·HD], PIECES = group·TAPS.
-    Piece c = i·TAPS + a of qw's row r is q[first head + i, r - (TAPS-1) + a] (zero before the first token):
-    the TAPS pieces of one head read overlapping rows of q, which the cache serves, where a materialised qw
-    would be read TAPS times over. Columns go BLOCK_D at a time within a piece, so every load is contiguous.
+    Piece c = i·TAPS + a of qw's row r is q[first head + i, r - (TAPS-1) + a] (zero before the first token), so
+    no [N, Dqk] copy of the window is stored (on the H200 this saved memory, not time: the pipelined loads of the
+    overlapping rows go through shared memory, not a cache). Columns go BLOCK_D at a time within a piece, so
+    every load is contiguous.
     """
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     sub = tl.cdiv(HD, BLOCK_D)

@@ -5,8 +5,8 @@
     diagonal_dots(q, k, width) -> future                  q_m · k_{m+δ} for the first `width` keys ahead
     band(q, kw, bias, lse, width, taps, group) -> band    banded's probabilities P[r, r-t] for t < width
 
-These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention` and
-`token_ops`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group` consecutive heads.
+These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention`,
+`token_ops` and `band`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group` consecutive heads.
 """
 
 from __future__ import annotations
