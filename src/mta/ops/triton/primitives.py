@@ -1,4 +1,4 @@
-"""The three tensor ops the Triton backend's glue is built from, as plain differentiable PyTorch.
+"""The four tensor ops the Triton backend's glue is built from, as plain differentiable PyTorch.
 
     banded(q, kw, vw, bias, taps, group) -> (out, lse)   banded causal attention of qw = query_window(q, ...)
     token_conv(x, weight, dtype) -> xw                    depthwise convolutions along tokens, heads in groups
@@ -6,7 +6,8 @@
     band(q, kw, bias, lse, width, taps, group) -> band    banded's probabilities P[r, r-t] for t < width
 
 These versions are the oracles (and the float64 path) of the fused ones: `function.banded_flash_attention`,
-`token_ops` and `band`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group` consecutive heads.
+`token_ops` and `band`. Every shape below is per batch element: [B, H, N, ·], heads in groups of `group`
+consecutive heads.
 """
 
 from __future__ import annotations
