@@ -38,8 +38,11 @@ from .primitives import Primitives, grouped, query_window, row_window
 
 
 def shift_rows(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """[B, H, N, F] -> y with y[i] = x[i-shift], zeros where i-shift lies outside [0, N) (shift of either sign)."""
+    """[B, H, N, F] -> y with y[i] = x[i-shift], zeros where i-shift lies outside [0, N) (shift of either sign;
+    x itself for 0)."""
     seq_len = x.shape[2]
+    if shift == 0:
+        return x
     if shift >= 0:
         return F.pad(x, (0, 0, shift, 0))[:, :, :seq_len]
     return F.pad(x, (0, 0, 0, -shift))[:, :, -shift:]
@@ -133,7 +136,9 @@ def post_combine(
     p1, half = c_q - 1, (c_k - 1) // 2
     size = mixer.shape[1]
     taps = u.reshape(batch, n_heads, seq_len, size, c_q, head_dim)
-    out = sum(shift_rows(taps[:, :, :, :, a].flatten(-2), p1 - a) for a in range(c_q))  # [B, H, N, g·d]
+    out = taps[:, :, :, :, p1].flatten(-2)  # the current query's tap (no shift), then the earlier ones
+    for a in range(p1):
+        out = out + shift_rows(taps[:, :, :, :, a].flatten(-2), p1 - a)  # [B, H, N, g·d]
     out = grouped(out.reshape(batch, n_heads, seq_len, size, head_dim), size)  # [B, G, i, N, o, d]
     mixed = torch.einsum("bgirod,gio->bgord", out, mixer).reshape(batch, n_heads, seq_len, head_dim)
     if half == 0:
