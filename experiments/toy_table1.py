@@ -21,6 +21,12 @@ In batches over several sessions: `--skip-done` leaves out the runs already fini
     python experiments/toy_table1.py --skip-done --lone --limit 1 --max-minutes 8.5 -- --compile reduce-overhead
 
 runs the first unfinished run of the table (Transformer N=5 "all" seed 42 first), alone, for at most 8.5 minutes.
+`--lone --limit K` runs K of them at once; `--in-turn` runs them one after another instead, each alone on the GPU,
+with --max-minutes as the budget of the whole batch (each run is capped at what is left of it, and none starts
+with less than --min-run-minutes left). On an H200, runs at once gain nothing over runs in turn (three MTA runs
+took 24 ms a step each, one alone 7.4 ms), and in turn the early finishers leave their time to the next:
+
+    python experiments/toy_table1.py --skip-done --in-turn --archs mta --max-minutes 8.5 -- --compile reduce-overhead
 """
 
 from __future__ import annotations
@@ -57,9 +63,10 @@ def stacks(settings: list[tuple], archs: list[str], gpus: int, lone: bool = Fals
     return groups
 
 
-def launch(stack: list[tuple], gpu: int | None, index: int, args) -> subprocess.Popen:
+def launch(stack: list[tuple], gpu: int | None, index: int, args, max_minutes: float | None) -> subprocess.Popen:
     """Start `mta toy sweep` for one stack (its runs must form a grid of N × variant × seed), or with --lone
-    `mta toy train` for its one run (the trainer of one model, without vmap: what `toy_stack_speed.py --lone` times)."""
+    `mta toy train` for its one run (the trainer of one model, without vmap: what `toy_stack_speed.py --lone` times),
+    capped at `max_minutes` of wall time (None: no cap)."""
     arch = stack[0][0]
     values = [list(dict.fromkeys(s[i] for s in stack)) for i in (1, 2, 3)]
     if len(stack) != len(values[0]) * len(values[1]) * len(values[2]):
@@ -71,8 +78,8 @@ def launch(stack: list[tuple], gpu: int | None, index: int, args) -> subprocess.
     command = [sys.executable, "-m", "mta", "toy", *command, "--arch", arch,
                "--n-block", *map(str, values[0]), "--variant", *values[1], "--seed", *map(str, values[2]),
                "--n-query", str(args.n_query), "--steps", str(args.steps), "--no-progress", *args.extra]
-    if args.max_minutes is not None:
-        command += ["--max-minutes", str(args.max_minutes)]
+    if max_minutes is not None:
+        command += ["--max-minutes", f"{max_minutes:.3f}"]
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -119,6 +126,11 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to spread stacks over (default: all visible)")
     parser.add_argument("--lone", action="store_true",
                         help="every run its own process (`mta toy train`), all at once, round-robin over the GPUs")
+    parser.add_argument("--in-turn", action="store_true",
+                        help="every run its own process, one after another (each alone on the GPU); --max-minutes "
+                             "is then the whole batch's budget and caps each run at the time left")
+    parser.add_argument("--min-run-minutes", type=float, default=1.0,
+                        help="with --in-turn: start no run with less than this many minutes of the budget left")
     parser.add_argument("--skip-done", action="store_true",
                         help="leave out the runs whose results file in --out shows them solved or at --steps or more")
     parser.add_argument("--limit", type=int, default=None,
@@ -130,6 +142,9 @@ def main() -> None:
     args.extra = [a for a in args.extra if a != "--"]
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit: got {args.limit}, expected a positive integer")
+    if args.min_run_minutes < 0:
+        parser.error(f"--min-run-minutes: got {args.min_run_minutes}, expected a number >= 0")
+    args.lone = args.lone or args.in_turn
     if args.gpus is None:
         import torch
 
@@ -144,23 +159,50 @@ def main() -> None:
         if not settings:
             return
     settings = settings[: args.limit]
+    start = time.time()
+    if args.in_turn:
+        run_in_turn(settings, args, start)
+        return
     groups = stacks(settings, sorted({s[0] for s in settings}, key=args.archs.index), args.gpus, args.lone)
-    processes = [launch(group, index % args.gpus if args.gpus else None, index, args)
+    processes = [launch(group, index % args.gpus if args.gpus else None, index, args, args.max_minutes)
                  for index, group in enumerate(groups)]
     print(f"launched {len(settings)} runs in {len(groups)} stacks over {args.gpus or 'no'} GPU(s)", flush=True)
-    start = time.time()
-    timeout = None if args.max_minutes is None else 60 * args.max_minutes + GRACE_S
     for process in processes:
-        try:
-            process.wait(timeout=None if timeout is None else max(1.0, start + timeout - time.time()))
-        except subprocess.TimeoutExpired:
-            process.kill()
+        wait(process, None if args.max_minutes is None else start + 60 * args.max_minutes + GRACE_S)
     for setting in settings:
-        name = sweep_run_name(*setting)
-        result = collect(name, args.work_dir / name, args.out)
-        summary = (f"{result['stopped']} at step {result['steps']}, final error {result['final_sequence_error_pct']}%"
-                   if result else f"no result; see the sweep logs in {args.work_dir}")
-        print(f"[{time.time() - start:6.0f} s] {name}: {summary}", flush=True)
+        report(setting, args, start)
+
+
+def run_in_turn(settings: list[tuple], args, start: float) -> None:
+    """Train the runs one after another, each alone in its process on the first GPU, each capped at what is left
+    of --max-minutes, and collect each as it ends; stop starting runs when less than --min-run-minutes is left."""
+    for index, setting in enumerate(settings):
+        left = None if args.max_minutes is None else args.max_minutes - (time.time() - start) / 60
+        if left is not None and left < args.min_run_minutes:
+            print(f"{len(settings) - index} runs not started: {left:.1f} minutes of --max-minutes left, under "
+                  f"--min-run-minutes {args.min_run_minutes}", flush=True)
+            return
+        print(f"run {index + 1}/{len(settings)}: {sweep_run_name(*setting)}", flush=True)
+        process = launch([setting], 0 if args.gpus else None, index, args, left)
+        wait(process, None if left is None else time.time() + 60 * left + GRACE_S)
+        report(setting, args, start)
+
+
+def wait(process: subprocess.Popen, deadline: float | None) -> None:
+    """Wait for `process` until `deadline` (time.time() seconds; None: no limit), then kill it."""
+    try:
+        process.wait(timeout=None if deadline is None else max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def report(setting: tuple, args, start: float) -> None:
+    """Collect one run's results into --out and print how it ended."""
+    name = sweep_run_name(*setting)
+    result = collect(name, args.work_dir / name, args.out)
+    summary = (f"{result['stopped']} at step {result['steps']}, final error {result['final_sequence_error_pct']}%"
+               if result else f"no result; see the sweep logs in {args.work_dir}")
+    print(f"[{time.time() - start:6.0f} s] {name}: {summary}", flush=True)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,23 @@ def test_table1_renders_mean_std_steps_and_every_batch_provenance():
     assert lines[6] == "| MTA (ours) | 0.4 (1 seed) | 0.1 ± 0.1 | — | — | — | — |"
     assert "| MTA | 21.7k⏱ | 14.0k✓ / 15.0k⏱ | — | — | — | — |" in lines
     assert "commits aaaaaaaaaaaa, bbbbbbbbbbbb, 2026-12-02T10:00 to 2026-12-02T11:00" in lines[-1]
+
+
+def test_in_turn_runs_one_after_another_within_the_budget(tmp_path):
+    done = subprocess.run(toy_command(tmp_path, "--in-turn", "--max-minutes", "30", variants=("all",)), check=True,
+                          capture_output=True, text=True, timeout=300)
+    assert "run 1/2: transformer-N3-all-s1" in done.stdout and "run 2/2: mta-N3-all-s1" in done.stdout
+    assert done.stdout.index("transformer-N3-all-s1: max_steps") < done.stdout.index("run 2/2")  # collected at once
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mta-N3-all-s1.json", "transformer-N3-all-s1.json"]
+    log = (tmp_path / "work" / "sweep-1-mta.log").read_text()
+    assert '"stopped": "max_steps"' in log  # `mta toy train`: in turn means lone
+
+
+def test_in_turn_starts_nothing_under_the_minimum_left(tmp_path):
+    done = subprocess.run(toy_command(tmp_path, "--in-turn", "--max-minutes", "1", "--min-run-minutes", "2"),
+                          check=True, capture_output=True, text=True, timeout=120)
+    assert "4 runs not started: 1.0 minutes of --max-minutes left" in done.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    bad = subprocess.run(toy_command(tmp_path, "--in-turn", "--min-run-minutes", "-1"), capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--min-run-minutes: got -1.0" in bad.stderr
