@@ -2,7 +2,7 @@
 
     band[r, t] = exp(qw_r · kw_{r-t} + bias[r, t] - lse[r])  for t < width, r - t >= 0 (else 0),
 
-with qw = query_window(q, taps, group) read from q in place (as `kernels._window_scores` does), which the
+with qw = query_window(q, taps, group) read from q in place (`kernels._query_window_tile`), which the
 post-softmax conv's correction reads (glue module doc). Row-wise dot products over Dqk = group·taps·d columns,
 accumulated in float32 on CUDA cores: each program takes BLOCK_R rows of one head and loops over the diagonals, the
 query window's pieces and BLOCK_E columns of each; no [N, Dqk] copy of q, qw or kw is made, forward or backward.
@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
+from .kernels import _query_window_tile
 
 BLOCK_R = 32  # rows per program
 
@@ -44,12 +45,9 @@ def _band_kernel(Q, KW, BIAS, LSE, BAND, N, HD, TAPS, PIECES, H, GROUP, WIDTH, B
         for step in range(0, PIECES * sub):
             piece = step // sub
             dims = (step - piece * sub) * BLOCK_E + tl.arange(0, BLOCK_E)
-            source = rows - (TAPS - 1) + piece % TAPS
-            in_d = dims[None, :] < HD
-            q = tl.load(Q + (piece // TAPS).to(tl.int64) * N * HD + source[:, None] * HD + dims[None, :],
-                        mask=((source >= 0) & (source < N))[:, None] & in_d, other=0.0)
+            q = _query_window_tile(Q, rows, piece, dims, N, HD, TAPS)
             k = tl.load(KW + keys[:, None] * dqk + piece * HD + dims[None, :],
-                        mask=((keys >= 0) & (rows < N))[:, None] & in_d, other=0.0)
+                        mask=((keys >= 0) & (rows < N))[:, None] & (dims[None, :] < HD), other=0.0)
             acc += q.to(tl.float32) * k.to(tl.float32)
         logit = tl.sum(acc, 1) - lse
         if t < BIAS_W:
@@ -68,19 +66,15 @@ def _band_key_grad_kernel(Q, DL, DKW, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
     sub = tl.cdiv(HD, BLOCK_E)
     piece = step // sub
     dims = (step - piece * sub) * BLOCK_E + tl.arange(0, BLOCK_E)
-    in_d = dims[None, :] < HD
-    head = Q + (bh - (bh % H) % GROUP + piece // TAPS) * N * HD
+    Q += (bh - (bh % H) % GROUP) * N * HD  # the first head of bh's group
     acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
     for t in range(0, WIDTH):
         queries = rows + t
-        dl = tl.load(DL + (bh * N + queries) * WIDTH + t, mask=queries < N, other=0.0)
-        source = queries - (TAPS - 1) + piece % TAPS
-        q = tl.load(head + source[:, None] * HD + dims[None, :],
-                    mask=((source >= 0) & (source < N) & (queries < N))[:, None] & in_d, other=0.0)
-        acc += dl[:, None] * q.to(tl.float32)
+        dl = tl.load(DL + (bh * N + queries) * WIDTH + t, mask=queries < N, other=0.0)  # 0 past the last query
+        acc += dl[:, None] * _query_window_tile(Q, queries, piece, dims, N, HD, TAPS).to(tl.float32)
     dqk = PIECES * HD
     tl.store(DKW + bh * N * dqk + rows[:, None] * dqk + piece * HD + dims[None, :],
-             acc.to(DKW.dtype.element_ty), mask=(rows < N)[:, None] & in_d)
+             acc.to(DKW.dtype.element_ty), mask=(rows < N)[:, None] & (dims[None, :] < HD))
 
 
 @triton.jit

@@ -44,13 +44,24 @@ def _dot_rows(A, B, rows, cols, N, D, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
+def _query_window_tile(Q, rows, piece, dims, N, HD, TAPS):
+    """qw[rows, piece's columns `dims`] of qw = query_window(q, TAPS, group), read from q in its own dtype.
+
+    Q: the group's first head of row-major q [·, N, HD]. Piece c = i·TAPS + a of qw's row r is
+    q[first head + i, r - (TAPS-1) + a]: zero before the first token, past the last and for dims >= HD.
+    """
+    source = rows - (TAPS - 1) + piece % TAPS
+    return tl.load(Q + (piece // TAPS).to(tl.int64) * N * HD + source[:, None] * HD + dims[None, :],
+                   mask=((source >= 0) & (source < N))[:, None] & (dims[None, :] < HD), other=0.0)
+
+
+@triton.jit
 def _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """float32 [BLOCK_M, BLOCK_N] = qw[rows] · KW[cols]ᵀ, qw = query_window(q, TAPS, group) read from q itself.
 
     Q: the group's first head of row-major q [·, N, HD]; KW: row-major [N, PIECES·HD], PIECES = group·TAPS.
-    Piece c = i·TAPS + a of qw's row r is q[first head + i, r - (TAPS-1) + a] (zero before the first token), so
-    no [N, Dqk] copy of the window is stored (on the H200 this saved memory, not time: the pipelined loads of the
+    No [N, Dqk] copy of the window is stored (on the H200 this saved memory, not time: the pipelined loads of the
     overlapping rows go through shared memory, not a cache). Columns go BLOCK_D at a time within a piece, so
     every load is contiguous.
     """
@@ -60,13 +71,9 @@ def _window_scores(Q, KW, rows, cols, N, HD, TAPS, PIECES, BLOCK_M: tl.constexpr
     for step in range(0, PIECES * sub):
         piece = step // sub
         dims = (step - piece * sub) * BLOCK_D + tl.arange(0, BLOCK_D)
-        source = rows - (TAPS - 1) + piece % TAPS
-        head = Q + (piece // TAPS).to(tl.int64) * N * HD
-        in_d = dims < HD
-        a = tl.load(head + source[:, None] * HD + dims[None, :],
-                    mask=((source >= 0) & (source < N))[:, None] & in_d[None, :], other=0.0)
+        a = _query_window_tile(Q, rows, piece, dims, N, HD, TAPS)
         b_t = tl.load(KW + cols[None, :] * dqk + piece * HD + dims[:, None],
-                      mask=(cols[None, :] < N) & in_d[:, None], other=0.0)
+                      mask=(cols[None, :] < N) & (dims[:, None] < HD), other=0.0)
         acc += tl.dot(a, b_t, input_precision=PRECISION)
     return acc
 
