@@ -761,6 +761,12 @@ def lm_curves_plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def op_speed_gpu_run_table(file_name: str) -> tuple:
+    """TABLES entry of a later partial run of the op benchmark, rows in benchmarks/results/`file_name`."""
+    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name),
+            lambda results: op_speed_gpu_run(results, file_name))
+
+
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
@@ -772,15 +778,12 @@ TABLES = {
     "toy_stack_speed_transformer": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed_transformer.json"),
                                     lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
-    "op_speed_gpu_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_glue.json"),
-                          lambda results: op_speed_gpu_run(results, "op_speed_gpu_glue.json")),
+    "op_speed_gpu_glue": op_speed_gpu_run_table("op_speed_gpu_glue.json"),
     "op_speed_gpu_stencil": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_stencil.json"),
                              op_speed_gpu_stencil),
     "triton_profile": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_profile.json"), triton_profile),
-    "op_speed_gpu_window": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_window.json"),
-                            lambda results: op_speed_gpu_run(results, "op_speed_gpu_window.json")),
-    "op_speed_gpu_band": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_band.json"),
-                          lambda results: op_speed_gpu_run(results, "op_speed_gpu_band.json")),
+    "op_speed_gpu_window": op_speed_gpu_run_table("op_speed_gpu_window.json"),
+    "op_speed_gpu_band": op_speed_gpu_run_table("op_speed_gpu_band.json"),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
                               lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),
