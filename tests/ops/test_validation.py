@@ -59,10 +59,11 @@ def test_triton_refuses_what_it_cannot_serve(monkeypatch):
 
 
 
-def test_auto_sends_wide_head_mixing_past_triton():
+def test_triton_sends_wide_head_mixing_to_map_blocks():
     from mta import ops
+    from mta.ops.triton import banded_mixing
 
     pairs, quads, full = torch.eye(2).repeat(4, 1, 1), torch.eye(4).repeat(2, 1, 1), torch.eye(8)[None]
-    assert ops.narrow_mixing(pairs, quads) and ops.narrow_mixing(None, None)
-    assert not ops.narrow_mixing(None, full) and not ops.narrow_mixing(full, pairs)
-    assert not ops._triton_serves(torch.zeros(1, 8, 4, 4), 0.0, pairs, pairs)  # auto never runs triton on a CPU
+    assert banded_mixing(pairs, quads) and banded_mixing(None, None)
+    assert not banded_mixing(None, full) and not banded_mixing(full, pairs)
+    assert not ops._triton_serves(torch.zeros(1, 8, 4, 4), 0.0)  # auto never runs triton on a CPU

@@ -18,8 +18,6 @@ BACKENDS = ("auto", "reference", "chunked", "triton")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Below this many tokens the materialised map is small and one batched computation beats the block loop.
 AUTO_REFERENCE_MAX_TOKENS = 1024
-# The triton backend's rows widen with the mixing group (g·c_q·d); auto sends larger groups to chunked.
-TRITON_MAX_MIX_GROUP = 4
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
@@ -49,9 +47,10 @@ def mta_attention(
     head_mix_pre, head_mix_post: [G, c, c] with G·c = H; W[g, i, o] weights input head g·c+i into output head g·c+o.
     scale: logit scale, default d^-1/2. dropout_p: dropout on the final attention weights (pass 0 in eval).
     backend: "reference" (materialised N×N map, the oracle), "chunked" (query blocks, O(block·N) memory forward
-        and backward), "triton" (fused kernels, O(N) memory; CUDA, fp16/bf16/fp32, no dropout) or "auto": SDPA
-        when no MTA option is set; else triton on CUDA when it can serve the call (no dropout, head mixing in
-        groups of at most 4); else reference for short and chunked for long sequences.
+        and backward), "triton" (CUDA, fp16/bf16/fp32, no dropout: fused kernels with O(N) memory, or for head
+        mixing in groups wider than 4 heads, map blocks with O(block·N) memory) or "auto": SDPA when no MTA
+        option is set; else triton on CUDA when it can serve the call (no dropout); else reference for short and
+        chunked for long sequences.
     Kernels and mixers must be on q's device with q's dtype, or float32 when q is float16/bfloat16.
     Returns [B, H, N, d_v] with q's dtype. Half-precision inputs are computed in float32.
     """
@@ -78,23 +77,16 @@ def mta_attention(
             return F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
             )
-        if backend == "triton" or (backend == "auto" and _triton_serves(q, dropout_p, head_mix_pre, head_mix_post)):
+        if backend == "triton" or (backend == "auto" and _triton_serves(q, dropout_p)):
             return triton_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
         if backend == "reference" or (backend == "auto" and q.shape[2] <= AUTO_REFERENCE_MAX_TOKENS):
             return reference_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
         return chunked_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
 
 
-def _triton_serves(q: torch.Tensor, dropout_p: float, *mixers: torch.Tensor | None) -> bool:
-    """Whether `auto` takes the fused kernels: a CUDA tensor it supports, no dropout, and head mixing in groups
-    of at most TRITON_MAX_MIX_GROUP heads (its operands widen with the group; wider mixing goes to chunked)."""
-    return (q.device.type == "cuda" and triton_available(q.device) and q.dtype != torch.float64 and dropout_p == 0.0
-            and narrow_mixing(*mixers))
-
-
-def narrow_mixing(*mixers: torch.Tensor | None) -> bool:
-    """Whether every mixer [G, c, c] given mixes groups of c <= TRITON_MAX_MIX_GROUP heads."""
-    return all(m is None or m.shape[1] <= TRITON_MAX_MIX_GROUP for m in mixers)
+def _triton_serves(q: torch.Tensor, dropout_p: float) -> bool:
+    """Whether `auto` takes the triton backend: a CUDA tensor of a dtype it supports, and no dropout."""
+    return q.device.type == "cuda" and triton_available(q.device) and q.dtype != torch.float64 and dropout_p == 0.0
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

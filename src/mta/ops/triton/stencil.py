@@ -89,7 +89,9 @@ def _kernel_grad_kernel(X, DY, PARTIAL, R, M, C_Q, C_K, TILES_PER_STRIPE, TAPS: 
     tl.store(PARTIAL + slot + taps, acc, mask=taps < C_Q * C_K)
 
 
-def _stencil(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool) -> torch.Tensor:
+def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+    """The stencil on float32 maps x [B, H, R, M] with kernel [H, c_q, c_k] float32: qk_conv, or with adjoint its
+    gradient with respect to the map. Returns [B, H, R, M] float32; not differentiable."""
     batch, n_heads, rows, cols = x.shape
     out = torch.empty_like(x)
     grid = (triton.cdiv(rows, BLOCK_R), triton.cdiv(cols, BLOCK_M), batch * n_heads)
@@ -98,7 +100,8 @@ def _stencil(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool) -> torch.Tens
     return out
 
 
-def _kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The gradient of conv_maps(x, kernel) with respect to kernel, given d_out: [H, c_q, c_k] in kernel's dtype."""
     batch, n_heads, rows, cols = x.shape
     c_q, c_k = kernel.shape[1:]
     key_tiles, row_tiles = triton.cdiv(cols, BLOCK_M), triton.cdiv(rows, BLOCK_R)
@@ -117,14 +120,14 @@ class _QKConvStencil(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, kernel):
         ctx.save_for_backward(scores, kernel)
-        return _stencil(scores, kernel, adjoint=False)
+        return conv_maps(scores, kernel)
 
     @staticmethod
     def backward(ctx, d_out):
         scores, kernel = ctx.saved_tensors
         d_out = d_out.contiguous()
-        d_scores = _stencil(d_out, kernel, adjoint=True) if ctx.needs_input_grad[0] else None
-        d_kernel = _kernel_grad(scores, d_out, kernel) if ctx.needs_input_grad[1] else None
+        d_scores = conv_maps(d_out, kernel, adjoint=True) if ctx.needs_input_grad[0] else None
+        d_kernel = conv_maps_kernel_grad(scores, d_out, kernel) if ctx.needs_input_grad[1] else None
         return d_scores, d_kernel
 
 

@@ -1,0 +1,194 @@
+"""Exact MTA with wide head mixing: materialised map blocks through Triton pieces and half-precision GEMMs.
+
+Mixing all H heads widens the banded kernels' operands H-fold (16× plain attention's score FLOPs for talking
+heads, 96× with 6×11 convolutions). Here each block of query rows materialises its maps instead,
+[B, H, rows, keys ≤ the block's last query] in float32, like the chunked backend, but every step is one pass:
+scores and the weighted sum of values are GEMMs of the input dtype accumulated in float32 (`matmul_float32`),
+the convolutions are the Triton stencil (`stencil.conv_maps`), head mixing is `maps.mix_maps` (which also writes
+the softmax's -inf mask) and the softmax is torch's. The backward is written out (no autograd graph): it
+recomputes one block's maps, then goes back through them step by step. Memory: a few maps of one block
+(`BLOCK_ELEMENTS` elements each) plus O(N) per head; only q, k, v, kernels and mixers are saved.
+
+Rows of a block start `halo` rows early (the query-direction convolutions read earlier rows); those rows only
+feed the block's convolutions and get no output gradient, as in mta.ops.chunked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..chunked import halo_rows
+from ..reference import causal_future, expand_kv
+from .maps import mix_maps, mix_maps_backward
+from .stencil import conv_maps, conv_maps_kernel_grad
+
+BLOCK_ELEMENTS = 1 << 26  # elements of one float32 [B, H, rows, N] map block (256 MB)
+MIN_BLOCK_ROWS = 16
+
+
+def default_block_rows(batch: int, n_heads: int, seq_len: int) -> int:
+    """Query rows per block so that one [B, H, rows, N] map holds about BLOCK_ELEMENTS elements."""
+    return max(MIN_BLOCK_ROWS, min(seq_len, BLOCK_ELEMENTS // (batch * n_heads * seq_len)))
+
+
+def matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [B, H, m, k] @ b [B, H, k, n] -> [B, H, m, n] float32, accumulated in float32.
+
+    Half-precision CUDA operands go through cuBLAS's half GEMM with a float32 output (no rounding of the
+    result); others are computed in float32."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        out = torch.bmm(a.flatten(0, 1), b.flatten(0, 1), out_dtype=torch.float32)
+        return out.view(*a.shape[:2], *out.shape[1:])
+    return torch.matmul(a.float(), b.float())
+
+
+@dataclass
+class BlockMaps:
+    """One block's maps [B, H, R, M] (rows: queries row_start …; columns: keys 0 … M-1). Only `weights` is kept
+    for the forward; the backward also keeps the inputs of each step it differentiates (None when unused)."""
+
+    weights: torch.Tensor  # the final weights, in the GEMM operand dtype
+    probs: torch.Tensor | None = None  # the softmax, float32
+    conv_pre_input: torch.Tensor | None = None  # the scores with zeros at future keys (kernel_pre only)
+    mix_pre_input: torch.Tensor | None = None  # head_mix_pre's input (head_mix_pre only)
+    mix_post_input: torch.Tensor | None = None  # head_mix_post's input (head_mix_post only)
+
+
+def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params: tuple, scale: float,
+               keep: bool) -> BlockMaps:
+    """Spec §1's weights for queries row_start … row_start+R-1 over keys 0 … M-1.
+
+    q_rows: [B, H, R, d]; keys: [B, H, M, d] in q's dtype; params: (kernel_pre, kernel_post, head_mix_pre,
+    head_mix_post), float32 or None. keep: also return what the backward differentiates through.
+    """
+    kernel_pre, kernel_post, mix_pre, mix_post = params
+    future = causal_future(q_rows.shape[2], keys.shape[2], row_start, q_rows.device)
+    maps = BlockMaps(weights=None)
+    scores = matmul_float32(q_rows, keys.transpose(-1, -2)).mul_(scale)
+    if kernel_pre is not None:
+        maps.conv_pre_input = scores.masked_fill_(future, 0.0)
+        scores = conv_maps(scores, kernel_pre)
+    if mix_pre is not None:
+        maps.mix_pre_input = scores
+        logits = mix_maps(scores, mix_pre, row_start, fill=float("-inf"))
+    else:
+        logits = scores.masked_fill_(future, float("-inf"))
+    del scores
+    probs = torch.softmax(logits, dim=-1)
+    del logits
+    weights = conv_maps(probs, kernel_post).masked_fill_(future, 0.0) if kernel_post is not None else probs
+    if mix_post is not None:
+        maps.mix_post_input = weights
+        weights = mix_maps(weights, mix_post, out_dtype=q_rows.dtype)
+    maps.weights = weights.to(q_rows.dtype)
+    if keep:
+        maps.probs = probs
+    else:
+        maps.conv_pre_input = maps.mix_pre_input = maps.mix_post_input = None
+    return maps
+
+
+def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tensor, keys: torch.Tensor,
+                   values: torch.Tensor, row_start: int, params: tuple, scale: float, grads: dict) -> None:
+    """Back-propagate the block's output rows (the last d_out_rows.shape[2] of its R rows) through its maps,
+    adding into grads: "q" [B, H, R, d], "k" and "v" [B, H, M, d] (the block's slices, float32), and the
+    float32 gradients of the params present, keyed "kernel_pre" … "head_mix_post". Consumes maps."""
+    kernel_pre, kernel_post, mix_pre, mix_post = params
+    rows, cols = q_rows.shape[2], keys.shape[2]
+    halo = rows - d_out_rows.shape[2]
+    future = causal_future(rows, cols, row_start, q_rows.device)
+    grads["v"] += matmul_float32(maps.weights[:, :, halo:].transpose(-1, -2), d_out_rows)
+    maps.weights = None
+    d_weights = F.pad(matmul_float32(d_out_rows, values.transpose(-1, -2)), (0, 0, halo, 0))
+    if mix_post is not None:
+        d_weights, d_mix = mix_maps_backward(maps.mix_post_input, d_weights, mix_post, row_start,
+                                             zero_future=kernel_post is not None)
+        grads["head_mix_post"] += d_mix
+        maps.mix_post_input = None
+    elif kernel_post is not None:
+        d_weights.masked_fill_(future, 0.0)
+    if kernel_post is not None:
+        grads["kernel_post"] += conv_maps_kernel_grad(maps.probs, d_weights, kernel_post)
+        d_weights = conv_maps(d_weights, kernel_post, adjoint=True)
+    d_logits = torch._softmax_backward_data(d_weights, maps.probs, -1, torch.float32)
+    del d_weights
+    maps.probs = None
+    if mix_pre is not None:
+        d_logits, d_mix = mix_maps_backward(maps.mix_pre_input, d_logits, mix_pre, row_start)
+        grads["head_mix_pre"] += d_mix
+        maps.mix_pre_input = None
+    if kernel_pre is not None:
+        grads["kernel_pre"] += conv_maps_kernel_grad(maps.conv_pre_input, d_logits, kernel_pre)
+        maps.conv_pre_input = None
+        d_logits = conv_maps(d_logits, kernel_pre, adjoint=True).masked_fill_(future, 0.0)
+    d_scores = d_logits.to(q_rows.dtype)
+    del d_logits
+    grads["q"] += matmul_float32(d_scores, keys).mul_(scale)
+    grads["k"] += matmul_float32(d_scores.transpose(-1, -2), q_rows).mul_(scale)
+
+
+PARAM_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
+
+
+def block_bounds(seq_len: int, block_rows: int, halo: int):
+    """(start, end, row_start) of each block: output rows [start, end), maps from row row_start = start - halo."""
+    for start in range(0, seq_len, block_rows):
+        yield start, min(start + block_rows, seq_len), max(0, start - halo)
+
+
+class BlockedMapsMTA(torch.autograd.Function):
+    """Exact causal MTA over query blocks of materialised maps, backward written out (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale, block_rows):
+        given = (kernel_pre, kernel_post, head_mix_pre, head_mix_post)
+        params = tuple(None if p is None else p.float().contiguous() for p in given)
+        keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+        out = q.new_empty(q.shape[:3] + v.shape[3:])
+        for start, end, row_start in block_bounds(q.shape[2], block_rows, halo_rows(kernel_pre, kernel_post)):
+            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale, keep=False)
+            out[:, :, start:end] = matmul_float32(maps.weights[:, :, start - row_start:], values[:, :, :end])
+        ctx.save_for_backward(q, k, v, *given)
+        ctx.config = (scale, block_rows)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, *given = ctx.saved_tensors
+        scale, block_rows = ctx.config
+        params = tuple(None if p is None else p.float().contiguous() for p in given)
+        keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
+        grad_out = grad_out.to(q.dtype)
+        totals = {"q": torch.zeros(q.shape, dtype=torch.float32, device=q.device),
+                  "k": torch.zeros(keys.shape, dtype=torch.float32, device=q.device),
+                  "v": torch.zeros(values.shape, dtype=torch.float32, device=q.device)}
+        totals.update({name: torch.zeros_like(p) for name, p in zip(PARAM_NAMES, params) if p is not None})
+        for start, end, row_start in block_bounds(q.shape[2], block_rows, halo_rows(*given[:2])):
+            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale, keep=True)
+            grads = {"q": totals["q"][:, :, row_start:end], "k": totals["k"][:, :, :end],
+                     "v": totals["v"][:, :, :end]}
+            grads.update({name: totals[name] for name in PARAM_NAMES if name in totals})
+            block_backward(maps, grad_out[:, :, start:end], q[:, :, row_start:end], keys[:, :, :end],
+                           values[:, :, :end], row_start, params, scale, grads)
+        d_k, d_v = (totals[name].view(*t.shape[:2], -1, *t.shape[2:]).sum(2) for name, t in (("k", k), ("v", v)))
+        param_grads = [None if p is None else totals[name].to(p.dtype) for name, p in zip(PARAM_NAMES, given)]
+        return totals["q"].to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype), *param_grads, None, None
+
+
+def blocked_maps_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kernel_pre=None, kernel_post=None,
+                           head_mix_pre=None, head_mix_post=None, scale: float,
+                           block_rows: int | None = None) -> torch.Tensor:
+    """Causal MTA (spec §1) through map blocks (module docstring); arguments as validated by `mta_attention`.
+
+    q: [B, H, N, d]; k, v: [B, H_kv, N, d] (float16, bfloat16 or float32); kernels [H, c_q, c_k] and mixers
+    [G, c, c] in q's dtype or float32, or None. block_rows: query rows per block (default `default_block_rows`).
+    Returns [B, H, N, d_v] in q's dtype.
+    """
+    if block_rows is None:
+        block_rows = default_block_rows(q.shape[0], q.shape[1], q.shape[2])
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    return BlockedMapsMTA.apply(q, k, v, kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale, block_rows)
