@@ -31,7 +31,7 @@ MIN_BLOCK_ROWS = 16
 
 def default_block_rows(batch: int, n_heads: int, seq_len: int) -> int:
     """Query rows per block so that one [B, H, rows, N] map holds about BLOCK_ELEMENTS elements."""
-    return max(MIN_BLOCK_ROWS, min(seq_len, BLOCK_ELEMENTS // (batch * n_heads * seq_len)))
+    return min(seq_len, max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // (batch * n_heads * seq_len)))
 
 
 def matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 `mix_maps(x, mixer)` computes `mta.ops.reference.head_mix` on float32 maps [B, H, R, M] of one query block
 (rows are queries row_start … row_start+R-1, columns keys 0 … M-1): each program reads the c maps of one
-group at BLOCK consecutive positions and writes their c mixtures, so the head axis never moves (the einsum of
-the reference copies the maps twice each way). It can also write a fill value at the causally masked (future)
+group at BLOCK consecutive positions and writes their c mixtures, one float32 product [c, c] × [c, BLOCK]
+(tl.dot, IEEE precision, c padded to at least 16), so the head axis never moves (the einsum of the reference
+copies the maps twice each way). It can also write a fill value at the causally masked (future)
 positions, which saves the masked_fill pass before a softmax.
 
 Backward (`mix_maps_backward`): the maps' gradient, dX_i = Σ_o W[i, o] dY_o, and the mixer's,
-dW[i, o] = Σ_p X_i[p] dY_o[p], summed per program over a stripe of positions into a partial sum that torch adds
+dW[i, o] = Σ_p X_i[p] dY_o[p], both products of tiles, the latter summed per program over a stripe of positions into a partial sum that torch adds
 up (deterministic, no atomics).
 """
 
@@ -19,10 +20,9 @@ import triton.language as tl
 
 from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
 
-BLOCK = 256  # positions of one map per program step
-STRIPE_PROGRAMS = 512  # aim for about this many programs per (batch, group) in the backward's partial sums
-
-# As in stencil and token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter.
+BLOCK = 128  # positions of one map per program step
+MIN_PAD = 16  # tl.dot's smallest operand side: groups are padded to at least 16 heads
+STRIPE_PROGRAMS = 256  # aim for about this many programs per (batch, group) in the backward's partial sums
 
 
 @triton.jit
@@ -33,20 +33,17 @@ def _mix_kernel(X, W, Y, N_GROUPS, R, M, ROW_START, C: tl.constexpr, C_PAD: tl.c
     block, bg = tl.program_id(0), tl.program_id(1).to(tl.int64)
     size = R * M
     pos = block * BLOCK + tl.arange(0, BLOCK)
-    inside = pos < size
-    outs = tl.arange(0, C_PAD)
-    base = bg * C * size  # heads g·C … g·C+C-1 of batch b, as H = G·C
-    W += (bg % N_GROUPS) * C * C
-    acc = tl.zeros([C_PAD, BLOCK], dtype=tl.float32)
-    for i in tl.static_range(C):
-        x = tl.load(X + base + i * size + pos, mask=inside, other=0.0).to(tl.float32)
-        w = tl.load(W + i * C + outs, mask=outs < C, other=0.0).to(tl.float32)
-        acc += w[:, None] * x[None, :]
+    heads = tl.arange(0, C_PAD)
+    tile = (heads < C)[:, None] & (pos < size)[None, :]
+    offsets = bg * C * size + heads[:, None] * size + pos[None, :]  # heads g·C … of batch b, as H = G·C
+    x = tl.load(X + offsets, mask=tile, other=0.0).to(tl.float32)
+    w_t = tl.load(W + (bg % N_GROUPS) * C * C + heads[None, :] * C + heads[:, None],
+                  mask=(heads < C)[:, None] & (heads < C)[None, :], other=0.0).to(tl.float32)  # [o, i]
+    y = tl.dot(w_t, x, input_precision="ieee")
     if FILL:
         future = (pos % M) > ROW_START + pos // M
-        acc = tl.where(future[None, :], FILL_VALUE, acc)
-    tl.store(Y + base + outs[:, None] * size + pos[None, :], acc.to(Y.dtype.element_ty),
-             mask=(outs < C)[:, None] & inside[None, :])
+        y = tl.where(future[None, :], FILL_VALUE, y)
+    tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=tile)
 
 
 @triton.jit
@@ -57,27 +54,25 @@ def _mix_backward_kernel(X, DY, W, DX, PARTIAL, N_GROUPS, R, M, ROW_START, STEPS
     PARTIAL[bg, stripe, i, o] = Σ_{p in stripe} X[b, g·C+i, p] DY[b, g·C+o, p]."""
     stripe, bg = tl.program_id(0), tl.program_id(1).to(tl.int64)
     size = R * M
-    outs = tl.arange(0, C_PAD)
-    base = bg * C * size
-    W += (bg % N_GROUPS) * C * C
+    heads = tl.arange(0, C_PAD)
+    square = (heads < C)[:, None] & (heads < C)[None, :]
+    w = tl.load(W + (bg % N_GROUPS) * C * C + heads[:, None] * C + heads[None, :], mask=square,
+                other=0.0).to(tl.float32)  # [i, o]
     d_mix = tl.zeros([C_PAD, C_PAD], dtype=tl.float32)
     for step in range(STEPS):
         pos = (stripe * STEPS + step) * BLOCK + tl.arange(0, BLOCK)
-        inside = pos < size
-        dy = tl.load(DY + base + outs[:, None] * size + pos[None, :], mask=(outs < C)[:, None] & inside[None, :],
-                     other=0.0).to(tl.float32)
-        future = (pos % M) > ROW_START + pos // M
-        for i in tl.static_range(C):
-            w = tl.load(W + i * C + outs, mask=outs < C, other=0.0).to(tl.float32)
-            dx = tl.sum(w[:, None] * dy, 0)
-            if ZERO_FUTURE:
-                dx = tl.where(future, 0.0, dx)
-            tl.store(DX + base + i * size + pos, dx.to(DX.dtype.element_ty), mask=inside)
-            x = tl.load(X + base + i * size + pos, mask=inside, other=0.0).to(tl.float32)
-            row = tl.sum(x[None, :] * dy, 1)  # [C_PAD]: this step's dW[g, i, :]
-            d_mix = tl.where((outs == i)[:, None], d_mix + row[None, :], d_mix)
+        tile = (heads < C)[:, None] & (pos < size)[None, :]
+        offsets = bg * C * size + heads[:, None] * size + pos[None, :]
+        dy = tl.load(DY + offsets, mask=tile, other=0.0).to(tl.float32)
+        dx = tl.dot(w, dy, input_precision="ieee")
+        if ZERO_FUTURE:
+            future = (pos % M) > ROW_START + pos // M
+            dx = tl.where(future[None, :], 0.0, dx)
+        tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=tile)
+        x = tl.load(X + offsets, mask=tile, other=0.0).to(tl.float32)
+        d_mix += tl.dot(x, tl.trans(dy), input_precision="ieee")
     slot = (bg * tl.num_programs(0) + stripe) * C_PAD * C_PAD
-    tl.store(PARTIAL + slot + outs[:, None] * C_PAD + outs[None, :], d_mix)
+    tl.store(PARTIAL + slot + heads[:, None] * C_PAD + heads[None, :], d_mix)
 
 
 def _check(x: torch.Tensor, mixer: torch.Tensor) -> None:
@@ -102,7 +97,7 @@ def mix_maps(x: torch.Tensor, mixer: torch.Tensor, row_start: int = 0, fill: flo
     out = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
     grid = (triton.cdiv(rows * cols, BLOCK), batch * groups)
     _mix_kernel[grid](x, mixer.contiguous(), out, groups, rows, cols, row_start, C=size,
-                      C_PAD=triton.next_power_of_2(size), FILL=fill is not None,
+                      C_PAD=max(MIN_PAD, triton.next_power_of_2(size)), FILL=fill is not None,
                       FILL_VALUE=0.0 if fill is None else fill, BLOCK=BLOCK)
     return out
 
@@ -117,7 +112,7 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
     blocks = triton.cdiv(rows * cols, BLOCK)
     steps = triton.cdiv(blocks, min(blocks, STRIPE_PROGRAMS))
     stripes = triton.cdiv(blocks, steps)
-    pad = triton.next_power_of_2(size)
+    pad = max(MIN_PAD, triton.next_power_of_2(size))
     d_x = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
     partial = torch.empty((batch, groups, stripes, pad, pad), dtype=torch.float32, device=x.device)
     _mix_backward_kernel[(stripes, batch * groups)](
