@@ -767,6 +767,12 @@ def op_speed_gpu_run_table(file_name: str) -> tuple:
             lambda results: op_speed_gpu_run(results, file_name))
 
 
+def model_throughput_run_table(file_name: str) -> tuple:
+    """TABLES entry of a later run of the training-step benchmark, rows in benchmarks/results/`file_name`."""
+    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name),
+            lambda results: model_throughput(results, f"benchmarks/results/{file_name}"))
+
+
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
     "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
@@ -785,8 +791,11 @@ TABLES = {
     "op_speed_gpu_window": op_speed_gpu_run_table("op_speed_gpu_window.json"),
     "op_speed_gpu_band": op_speed_gpu_run_table("op_speed_gpu_band.json"),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
-    "model_throughput_glue": (lambda: load_json(ROOT / "benchmarks" / "results" / "model_throughput_glue.json"),
-                              lambda results: model_throughput(results, "benchmarks/results/model_throughput_glue.json")),
+    "model_throughput_glue": model_throughput_run_table("model_throughput_glue.json"),
+    "op_speed_gpu_blocked": op_speed_gpu_run_table("op_speed_gpu_blocked.json"),
+    "triton_accuracy_blocked": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_blocked.json"),
+                                triton_accuracy),
+    "model_throughput_blocked": model_throughput_run_table("model_throughput_blocked.json"),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),
