@@ -24,6 +24,7 @@ DEVICE = "cuda" if CUDA else "cpu"
         (1, 2, 9, 13, 6, 11),  # the paper's kernel on a map smaller than it
         (2, 3, BLOCK_R + 3, BLOCK_M + 5, 2, 9),  # the toy task's kernel, tile tails on both axes
         (1, 1, 2 * BLOCK_R + 1, 7, 8, 15),  # the largest kernel the issue asks for, several row tiles
+        (1, 2, 3 * BLOCK_R + 2, 3 * BLOCK_M + 3, 6, 11),  # interior tiles (the unmasked path) among edge tiles
         (2, 2, 5, 6, 1, 1),  # a 1×1 kernel: a scaled copy
         (1, 2, 11, 4, 3, 1),  # query taps only
     ],

@@ -25,68 +25,84 @@ GRAD_PROGRAMS = 1024  # aim for about this many programs in the kernel-gradient 
 
 
 # As in token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter (CPU tests).
+# Interior tiles, whose every tap reads inside the map, take a path without masks: one load (a constant offset
+# from the tile's pointers) and one FMA per tap and element; the masked path only serves the map's edges.
 
 
 @triton.jit
-def _stencil_kernel(X, W, Y, H, R, M, C_Q, C_K, ADJOINT: tl.constexpr, BLOCK_R: tl.constexpr,
-                    BLOCK_M: tl.constexpr):
+def _stencil_kernel(X, W, Y, H, R, M, C_Q: tl.constexpr, C_K: tl.constexpr, ADJOINT: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """Grid (row tiles, key tiles, B·H) over row-major [R, M] maps; W [H, C_Q, C_K].
 
     Y[i, j] = Σ_{a,b} W[h, a, b] X[i - (C_Q-1) + a, j - (C_K-1)/2 + b]            (forward)
     Y[i, j] = Σ_{a,b} W[h, a, b] X[i + (C_Q-1) - a, j + (C_K-1)/2 - b]            (ADJOINT: the map's gradient)
     with X = 0 outside [0, R) × [0, M)."""
     bh = tl.program_id(2).to(tl.int64)
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0, col0 = tl.program_id(0) * BLOCK_R, tl.program_id(1) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_R)
+    cols = col0 + tl.arange(0, BLOCK_M)
     X += bh * R * M
     W += (bh % H) * C_Q * C_K
     half = (C_K - 1) // 2
+    sign = -1 if ADJOINT else 1  # the source of tap (a, b) is row i + sign·(a - (C_Q-1)), column j + sign·(b - half)
+    first_row = row0 if ADJOINT else row0 - (C_Q - 1)
+    last_row = row0 + BLOCK_R - 1 + (C_Q - 1 if ADJOINT else 0)
+    interior = (first_row >= 0) & (last_row < R) & (col0 - half >= 0) & (col0 + BLOCK_M - 1 + half < M)
     acc = tl.zeros([BLOCK_R, BLOCK_M], dtype=tl.float32)
-    for a in range(C_Q):
-        if ADJOINT:
-            src_rows = rows + (C_Q - 1 - a)
-        else:
-            src_rows = rows - (C_Q - 1 - a)
-        in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
-        for b in range(C_K):
-            if ADJOINT:
-                src_cols = cols + (half - b)
-            else:
-                src_cols = cols + (b - half)
-            inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
-            x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0)
-            acc += tl.load(W + a * C_K + b).to(tl.float32) * x.to(tl.float32)
+    if interior:
+        tile = X + rows[:, None] * M + cols[None, :]
+        for a in tl.static_range(C_Q):
+            row_tile = tile + sign * (a - (C_Q - 1)) * M
+            for b in tl.static_range(C_K):
+                acc += tl.load(W + a * C_K + b).to(tl.float32) * tl.load(row_tile + sign * (b - half)).to(tl.float32)
+    else:
+        for a in tl.static_range(C_Q):
+            src_rows = rows + sign * (a - (C_Q - 1))
+            in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
+            for b in tl.static_range(C_K):
+                src_cols = cols + sign * (b - half)
+                inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
+                x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0)
+                acc += tl.load(W + a * C_K + b).to(tl.float32) * x.to(tl.float32)
     tl.store(Y + bh * R * M + rows[:, None] * M + cols[None, :], acc.to(Y.dtype.element_ty),
              mask=(rows < R)[:, None] & (cols < M)[None, :])
 
 
 @triton.jit
-def _kernel_grad_kernel(X, DY, PARTIAL, R, M, C_Q, C_K, TILES_PER_STRIPE, TAPS: tl.constexpr,
-                        BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexpr, C_K: tl.constexpr,
+                        TAPS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
-    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's columns."""
+    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's columns. Taps are the outer
+    loop, so each tap's products are summed over the stripe in a tile of registers and reduced once."""
     key_tile, stripe, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
-    cols = key_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    col0 = key_tile * BLOCK_M
+    cols = col0 + tl.arange(0, BLOCK_M)
     X += bh * R * M
     DY += bh * R * M
     half = (C_K - 1) // 2
+    inner_cols = (col0 - half >= 0) & (col0 + BLOCK_M - 1 + half < M)
     taps = tl.arange(0, TAPS)
-    acc = tl.zeros([TAPS], dtype=tl.float32)
-    for tile in range(TILES_PER_STRIPE):
-        rows = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R + tl.arange(0, BLOCK_R)
-        dy = tl.load(DY + rows[:, None] * M + cols[None, :], mask=(rows < R)[:, None] & (cols < M)[None, :],
-                     other=0.0).to(tl.float32)
-        for a in range(C_Q):
-            src_rows = rows - (C_Q - 1 - a)
-            in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
-            for b in range(C_K):
-                src_cols = cols + (b - half)
-                inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
-                x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0).to(tl.float32)
-                acc = tl.where(taps == a * C_K + b, acc + tl.sum(tl.sum(dy * x, 1), 0), acc)
+    totals = tl.zeros([TAPS], dtype=tl.float32)
+    for a in tl.static_range(C_Q):
+        for b in tl.static_range(C_K):
+            acc = tl.zeros([BLOCK_R, BLOCK_M], dtype=tl.float32)
+            for tile in range(TILES_PER_STRIPE):
+                row0 = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R
+                rows = row0 + tl.arange(0, BLOCK_R)
+                offsets = rows[:, None] * M + cols[None, :]
+                shift = (a - (C_Q - 1)) * M + (b - half)
+                if inner_cols & (row0 - (C_Q - 1) >= 0) & (row0 + BLOCK_R <= R):
+                    acc += tl.load(DY + offsets).to(tl.float32) * tl.load(X + offsets + shift).to(tl.float32)
+                else:
+                    dy = tl.load(DY + offsets, mask=(rows < R)[:, None] & (cols < M)[None, :], other=0.0)
+                    src_rows, src_cols = rows + (a - (C_Q - 1)), cols + (b - half)
+                    inside = ((src_rows >= 0) & (src_rows < R))[:, None] & ((src_cols >= 0) & (src_cols < M))[None, :]
+                    x = tl.load(X + offsets + shift, mask=inside, other=0.0)
+                    acc += dy.to(tl.float32) * x.to(tl.float32)
+            totals = tl.where(taps == a * C_K + b, tl.sum(tl.sum(acc, 1), 0), totals)
     programs = tl.num_programs(0) * tl.num_programs(1)
     slot = (bh * programs + stripe * tl.num_programs(0) + key_tile) * TAPS
-    tl.store(PARTIAL + slot + taps, acc, mask=taps < C_Q * C_K)
+    tl.store(PARTIAL + slot + taps, totals, mask=taps < C_Q * C_K)
 
 
 def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
@@ -95,7 +111,7 @@ def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False) -> t
     batch, n_heads, rows, cols = x.shape
     out = torch.empty_like(x)
     grid = (triton.cdiv(rows, BLOCK_R), triton.cdiv(cols, BLOCK_M), batch * n_heads)
-    _stencil_kernel[grid](x, kernel, out, n_heads, rows, cols, kernel.shape[1], kernel.shape[2], ADJOINT=adjoint,
+    _stencil_kernel[grid](x, kernel, out, n_heads, rows, cols, C_Q=kernel.shape[1], C_K=kernel.shape[2], ADJOINT=adjoint,
                           BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M)
     return out
 
@@ -111,7 +127,8 @@ def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Te
     taps = triton.next_power_of_2(c_q * c_k)
     partial = torch.empty((batch, n_heads, stripes * key_tiles, taps), dtype=torch.float32, device=x.device)
     _kernel_grad_kernel[(key_tiles, stripes, batch * n_heads)](
-        x, d_out, partial, rows, cols, c_q, c_k, tiles_per_stripe, TAPS=taps, BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M
+        x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps, BLOCK_R=BLOCK_R,
+        BLOCK_M=BLOCK_M,
     )
     return partial.sum((0, 2))[:, : c_q * c_k].view(n_heads, c_q, c_k).to(kernel.dtype)
 
