@@ -1,5 +1,5 @@
-"""Where the triton backend's time goes, on one GPU (issue 4): a kernel-level profile of configurations A, B and D,
-and a sweep of the banded kernel's tile sizes at their operand widths.
+"""Where the triton backend's time goes, on one GPU (issue 4): a kernel-level profile of configurations A, B and D
+(or those of --configs), and a sweep of the banded kernel's tile sizes at their operand widths (unless --no-sweep).
 
 1. Profile: one forward+backward of `mta_attention(backend="triton")` per configuration (op_speed_gpu.py's
    definitions; bf16, H = 16, d = 128, N = 8k, B = 2) under torch.profiler, after a warm-up; the GPU kernels
@@ -109,6 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--time-budget-s", type=float, default=math.inf, help="start nothing new after this")
+    parser.add_argument("--configs", nargs="+", choices=("A", "B", "C", "D"), default=["A", "B", "D"],
+                        help="configurations to profile (C and D mix all heads: the map-block path)")
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
+                        help="also sweep the banded kernel's tiles")
     args = parser.parse_args()
     device = torch.device("cuda")
     results = {"meta": run_metadata(), "settings": {"heads": HEADS, "head_dim": HEAD_DIM, "seq_len": SEQ_LEN,
@@ -119,11 +123,11 @@ def main() -> None:
     def in_budget() -> bool:
         return time.monotonic() - started < args.time_budget_s
 
-    for config in ("A", "B", "D"):
+    for config in args.configs:
         results["profiles"].append(profile_config(config, device))
         print(results["profiles"][-1], flush=True)
         write_json_atomic(args.out, results)
-    for name, widths in WIDTHS.items():
+    for name, widths in WIDTHS.items() if args.sweep else ():
         rows = [("autotuned", None)] + [(list(c), BlockConfig(*c)) for c in CANDIDATES]
         for label, config in rows:
             if not in_budget():

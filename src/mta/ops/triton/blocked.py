@@ -102,7 +102,8 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     future = causal_future(rows, cols, row_start, q_rows.device)
     grads["v"] += matmul_float32(maps.weights[:, :, halo:].transpose(-1, -2), d_out_rows)
     maps.weights = None
-    d_weights = F.pad(matmul_float32(d_out_rows, values.transpose(-1, -2)), (0, 0, halo, 0))
+    # zero output gradients for the halo rows: a few more GEMM rows instead of a padded copy of the map
+    d_weights = matmul_float32(F.pad(d_out_rows, (0, 0, halo, 0)), values.transpose(-1, -2))
     if mix_post is not None:
         d_weights, d_mix = mix_maps_backward(maps.mix_post_input, d_weights, mix_post, row_start,
                                              zero_future=kernel_post is not None)
@@ -116,8 +117,9 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     d_logits = torch._softmax_backward_data(d_weights, maps.probs, -1, torch.float32)
     del d_weights
     maps.probs = None
-    if mix_pre is not None:
-        d_logits, d_mix = mix_maps_backward(maps.mix_pre_input, d_logits, mix_pre, row_start)
+    if mix_pre is not None:  # without a convolution after it, its gradient is the scores', in the GEMM dtype
+        d_logits, d_mix = mix_maps_backward(maps.mix_pre_input, d_logits, mix_pre, row_start,
+                                            out_dtype=torch.float32 if kernel_pre is not None else q_rows.dtype)
         grads["head_mix_pre"] += d_mix
         maps.mix_pre_input = None
     if kernel_pre is not None:
