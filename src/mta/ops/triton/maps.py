@@ -22,7 +22,7 @@ from . import interpreter  # noqa: F401  (patches Triton's interpreter before an
 
 BLOCK = 128  # positions of one map per program step
 MIN_PAD = 16  # tl.dot's smallest operand side: groups are padded to at least 16 heads
-STRIPE_PROGRAMS = 256  # aim for about this many programs per (batch, group) in the backward's partial sums
+BACKWARD_PROGRAMS = 8192  # aim for about this many programs in all in the backward (stripes × batch × groups)
 
 
 @triton.jit
@@ -110,7 +110,7 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
     batch, n_heads, rows, cols = x.shape
     groups, size, _ = mixer.shape
     blocks = triton.cdiv(rows * cols, BLOCK)
-    steps = triton.cdiv(blocks, min(blocks, STRIPE_PROGRAMS))
+    steps = triton.cdiv(blocks, min(blocks, max(1, BACKWARD_PROGRAMS // (batch * groups))))
     stripes = triton.cdiv(blocks, steps)
     pad = max(MIN_PAD, triton.next_power_of_2(size))
     d_x = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
