@@ -8,8 +8,8 @@ computes one [BLOCK_R, BLOCK_M] output tile as c_q·c_k scaled, shifted, masked 
 after the first), accumulated in float32; nothing is padded or copied.
 
 Backward: the gradient of the map is the adjoint stencil (anti-causal over rows, the key taps mirrored); that of
-the kernel, Σ dY ⊙ shifted X for every tap, is summed per program over a stripe of row tiles into a partial sum
-per tap, which torch adds up (deterministic, no atomics).
+the kernel, Σ dY ⊙ shifted X for every tap, is summed per program over a stripe of row tiles (as products of
+tiles whose diagonals are the taps) into a partial sum per tap, which torch adds up (deterministic, no atomics).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import triton.language as tl
 from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
 
 BLOCK_R, BLOCK_M = 16, 64  # output tile: query rows × keys
-GRAD_PROGRAMS = 8192  # aim for about this many one-warp programs in the kernel-gradient launch (stripes × tiles × maps)
+GRAD_BLOCK_R, GRAD_BLOCK_M = 32, 16  # the kernel gradient's tiles: rows (the products' inner dimension) × keys
+GRAD_PROGRAMS = 4096  # aim for about this many programs in the kernel-gradient launch (stripes × tiles × maps)
 
 
 # As in token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter (CPU tests).
@@ -71,41 +72,42 @@ def _stencil_kernel(X, W, Y, H, R, M, C_Q: tl.constexpr, C_K: tl.constexpr, ADJO
 
 @triton.jit
 def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexpr, C_K: tl.constexpr,
-                        TAPS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+                        TAPS: tl.constexpr, C_Q_PAD: tl.constexpr, WINDOW: tl.constexpr, BLOCK_R: tl.constexpr,
+                        BLOCK_M: tl.constexpr):
     """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
-    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's columns. Launched with one
-    warp: a tile's sum per tap is then a reduction within the warp (no shared memory), and a tile and its
-    shifted window stay in L1 while the taps read it."""
+    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's BLOCK_M columns.
+
+    As products of tiles: with the window of X read by the key tile, columns col0 - (C_K-1)/2 + w for w < WINDOW,
+    G[j, a·WINDOW + w] = Σ_i DY[i, col0 + j] X[i - (C_Q-1) + a, col0 - (C_K-1)/2 + w] is one float32 tl.dot per
+    row tile (the rows are its inner dimension), and tap (a, b) is the diagonal sum Σ_j G[j, a·WINDOW + j + b],
+    taken once per program. No reduction per tap and tile (they made the element-wise version ~8× slower than the
+    stencil itself on the H200)."""
     key_tile, stripe, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     col0 = key_tile * BLOCK_M
     cols = col0 + tl.arange(0, BLOCK_M)
     X += bh * R * M
     DY += bh * R * M
     half = (C_K - 1) // 2
-    inner_cols = (col0 - half >= 0) & (col0 + BLOCK_M - 1 + half < M)
+    window = tl.arange(0, C_Q_PAD * WINDOW)  # column a·WINDOW + w of G
+    tap_row, shift = window // WINDOW, window % WINDOW
+    src_cols = col0 - half + shift
+    cols_ok = (tap_row < C_Q) & (src_cols >= 0) & (src_cols < M)
+    g = tl.zeros([BLOCK_M, C_Q_PAD * WINDOW], dtype=tl.float32)
+    for tile in range(TILES_PER_STRIPE):
+        rows = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R + tl.arange(0, BLOCK_R)
+        dy = tl.load(DY + rows[:, None] * M + cols[None, :], mask=(rows < R)[:, None] & (cols < M)[None, :],
+                     other=0.0).to(tl.float32)
+        src_rows = rows[:, None] + (tap_row[None, :] - (C_Q - 1))
+        inside = (src_rows >= 0) & (src_rows < R) & cols_ok[None, :]
+        x = tl.load(X + src_rows * M + src_cols[None, :], mask=inside, other=0.0).to(tl.float32)
+        g += tl.dot(tl.trans(dy), x, input_precision="ieee")
+    diagonal = shift[None, :] - tl.arange(0, BLOCK_M)[:, None]  # b where w = j + b
     taps = tl.arange(0, TAPS)
     totals = tl.zeros([TAPS], dtype=tl.float32)
-    for tile in range(TILES_PER_STRIPE):
-        row0 = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R
-        rows = row0 + tl.arange(0, BLOCK_R)
-        offsets = rows[:, None] * M + cols[None, :]
-        if inner_cols & (row0 - (C_Q - 1) >= 0) & (row0 + BLOCK_R <= R):
-            dy = tl.load(DY + offsets).to(tl.float32)
-            for a in tl.static_range(C_Q):
-                row_tile = X + offsets + (a - (C_Q - 1)) * M
-                for b in tl.static_range(C_K):
-                    x = tl.load(row_tile + (b - half)).to(tl.float32)
-                    totals = tl.where(taps == a * C_K + b, totals + tl.sum(tl.sum(dy * x, 1), 0), totals)
-        else:
-            dy = tl.load(DY + offsets, mask=(rows < R)[:, None] & (cols < M)[None, :], other=0.0).to(tl.float32)
-            for a in tl.static_range(C_Q):
-                src_rows = rows + (a - (C_Q - 1))
-                in_rows = ((src_rows >= 0) & (src_rows < R))[:, None]
-                for b in tl.static_range(C_K):
-                    src_cols = cols + (b - half)
-                    inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
-                    x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0).to(tl.float32)
-                    totals = tl.where(taps == a * C_K + b, totals + tl.sum(tl.sum(dy * x, 1), 0), totals)
+    for a in tl.static_range(C_Q):
+        for b in tl.static_range(C_K):
+            total = tl.sum(tl.sum(tl.where((tap_row[None, :] == a) & (diagonal == b), g, 0.0), 1), 0)
+            totals = tl.where(taps == a * C_K + b, total, totals)
     programs = tl.num_programs(0) * tl.num_programs(1)
     slot = (bh * programs + stripe * tl.num_programs(0) + key_tile) * TAPS
     tl.store(PARTIAL + slot + taps, totals, mask=taps < C_Q * C_K)
@@ -126,15 +128,16 @@ def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Te
     """The gradient of conv_maps(x, kernel) with respect to kernel, given d_out: [H, c_q, c_k] in kernel's dtype."""
     batch, n_heads, rows, cols = x.shape
     c_q, c_k = kernel.shape[1:]
-    key_tiles, row_tiles = triton.cdiv(cols, BLOCK_M), triton.cdiv(rows, BLOCK_R)
+    key_tiles, row_tiles = triton.cdiv(cols, GRAD_BLOCK_M), triton.cdiv(rows, GRAD_BLOCK_R)
     stripes = max(1, min(row_tiles, GRAD_PROGRAMS // (key_tiles * batch * n_heads)))
     tiles_per_stripe = triton.cdiv(row_tiles, stripes)
     stripes = triton.cdiv(row_tiles, tiles_per_stripe)
     taps = triton.next_power_of_2(c_q * c_k)
     partial = torch.empty((batch, n_heads, stripes * key_tiles, taps), dtype=torch.float32, device=x.device)
     _kernel_grad_kernel[(key_tiles, stripes, batch * n_heads)](
-        x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps, BLOCK_R=BLOCK_R,
-        BLOCK_M=BLOCK_M, num_warps=1,
+        x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps,
+        C_Q_PAD=triton.next_power_of_2(c_q), WINDOW=max(16, triton.next_power_of_2(GRAD_BLOCK_M + c_k - 1)),
+        BLOCK_R=GRAD_BLOCK_R, BLOCK_M=GRAD_BLOCK_M,
     )
     return partial.sum((0, 2))[:, : c_q * c_k].view(n_heads, c_q, c_k).to(kernel.dtype)
 
