@@ -75,8 +75,9 @@ def test_reference_routes_float32_maps_to_the_stencil(monkeypatch):
     from mta.ops import mta_attention, reference
     from op_cases import make_inputs, make_kernel
 
-    q, k, v = (t.detach().float() for t in make_inputs(batch=1, heads=2, seq_len=11, head_dim=4))
-    kernel = make_kernel(2, 2, 3).detach().float()
+    q, k, v = (t.detach().float().to(DEVICE) for t in make_inputs(batch=1, heads=2, seq_len=11, head_dim=4))
+    kernel = make_kernel(2, 2, 3).detach().float().to(DEVICE)
+    monkeypatch.setattr(reference, "_stencil_serves", lambda scores: False)  # the depthwise convolution
     expected = mta_attention(q, k, v, kernel_pre=kernel, kernel_post=kernel, backend="reference")
     calls = []
 
