@@ -62,12 +62,15 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
     """Spec §1's weights for queries row_start … row_start+R-1 over keys 0 … M-1.
 
     q_rows: [B, H, R, d]; keys: [B, H, M, d] in q's dtype; params: (kernel_pre, kernel_post, head_mix_pre,
-    head_mix_post), float32 or None. keep: also return what the backward differentiates through.
+    head_mix_post), float32 or None, and scale, as `fold_scale` returns them. keep: also return what the
+    backward differentiates through.
     """
     kernel_pre, kernel_post, mix_pre, mix_post = params
     future = causal_future(q_rows.shape[2], keys.shape[2], row_start, q_rows.device)
     maps = BlockMaps(weights=None)
-    scores = matmul_float32(q_rows, keys.transpose(-1, -2)).mul_(scale)
+    scores = matmul_float32(q_rows, keys.transpose(-1, -2))
+    if scale != 1.0:
+        scores.mul_(scale)
     if kernel_pre is not None:
         maps.conv_pre_input = scores.masked_fill_(future, 0.0)
         scores = conv_maps(scores, kernel_pre)
@@ -79,7 +82,7 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
     del scores
     probs = torch.softmax(logits, dim=-1)
     del logits
-    weights = conv_maps(probs, kernel_post).masked_fill_(future, 0.0) if kernel_post is not None else probs
+    weights = conv_maps(probs, kernel_post, row_start=row_start) if kernel_post is not None else probs
     if mix_post is not None:
         maps.mix_post_input = weights
         weights = mix_maps(weights, mix_post, out_dtype=q_rows.dtype)
@@ -125,14 +128,27 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     if kernel_pre is not None:
         grads["kernel_pre"] += conv_maps_kernel_grad(maps.conv_pre_input, d_logits, kernel_pre)
         maps.conv_pre_input = None
-        d_logits = conv_maps(d_logits, kernel_pre, adjoint=True).masked_fill_(future, 0.0)
+        d_logits = conv_maps(d_logits, kernel_pre, adjoint=True, row_start=row_start)
     d_scores = d_logits.to(q_rows.dtype)
     del d_logits
-    grads["q"] += matmul_float32(d_scores, keys).mul_(scale)
-    grads["k"] += matmul_float32(d_scores.transpose(-1, -2), q_rows).mul_(scale)
+    d_q, d_k = matmul_float32(d_scores, keys), matmul_float32(d_scores.transpose(-1, -2), q_rows)
+    grads["q"] += d_q if scale == 1.0 else d_q.mul_(scale)
+    grads["k"] += d_k if scale == 1.0 else d_k.mul_(scale)
 
 
 PARAM_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
+
+
+def fold_scale(given: tuple, scale: float) -> tuple[tuple, int | None, float]:
+    """Float32 kernels and mixers with the logit scale folded into the first pre-softmax one (both are linear in
+    the scores, so this saves a pass over every map): (params, the index of the scaled one or None, the scale
+    left for the scores: 1.0 when folded)."""
+    params = [None if p is None else p.float().contiguous() for p in given]
+    for index in (0, 2):  # kernel_pre, then head_mix_pre
+        if params[index] is not None:
+            params[index] = params[index] * scale
+            return tuple(params), index, 1.0
+    return tuple(params), None, scale
 
 
 def block_bounds(seq_len: int, block_rows: int, halo: int):
@@ -147,11 +163,11 @@ class BlockedMapsMTA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale, block_rows):
         given = (kernel_pre, kernel_post, head_mix_pre, head_mix_post)
-        params = tuple(None if p is None else p.float().contiguous() for p in given)
+        params, _, scale_left = fold_scale(given, scale)
         keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
         out = q.new_empty(q.shape[:3] + v.shape[3:])
         for start, end, row_start in block_bounds(q.shape[2], block_rows, halo_rows(kernel_pre, kernel_post)):
-            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale, keep=False)
+            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale_left, keep=False)
             out[:, :, start:end] = matmul_float32(maps.weights[:, :, start - row_start:], values[:, :, :end])
         ctx.save_for_backward(q, k, v, *given)
         ctx.config = (scale, block_rows)
@@ -161,7 +177,7 @@ class BlockedMapsMTA(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, *given = ctx.saved_tensors
         scale, block_rows = ctx.config
-        params = tuple(None if p is None else p.float().contiguous() for p in given)
+        params, scaled, scale_left = fold_scale(given, scale)
         keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
         grad_out = grad_out.to(q.dtype)
         totals = {"q": torch.zeros(q.shape, dtype=torch.float32, device=q.device),
@@ -169,13 +185,15 @@ class BlockedMapsMTA(torch.autograd.Function):
                   "v": torch.zeros(values.shape, dtype=torch.float32, device=q.device)}
         totals.update({name: torch.zeros_like(p) for name, p in zip(PARAM_NAMES, params) if p is not None})
         for start, end, row_start in block_bounds(q.shape[2], block_rows, halo_rows(*given[:2])):
-            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale, keep=True)
+            maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale_left, keep=True)
             grads = {"q": totals["q"][:, :, row_start:end], "k": totals["k"][:, :, :end],
                      "v": totals["v"][:, :, :end]}
             grads.update({name: totals[name] for name in PARAM_NAMES if name in totals})
             block_backward(maps, grad_out[:, :, start:end], q[:, :, row_start:end], keys[:, :, :end],
-                           values[:, :, :end], row_start, params, scale, grads)
+                           values[:, :, :end], row_start, params, scale_left, grads)
         d_k, d_v = (totals[name].view(*t.shape[:2], -1, *t.shape[2:]).sum(2) for name, t in (("k", k), ("v", v)))
+        if scaled is not None:  # the chain rule through params[scaled] = given[scaled] · scale
+            totals[PARAM_NAMES[scaled]] *= scale
         param_grads = [None if p is None else totals[name].to(p.dtype) for name, p in zip(PARAM_NAMES, given)]
         return totals["q"].to(q.dtype), d_k.to(k.dtype), d_v.to(v.dtype), *param_grads, None, None
 

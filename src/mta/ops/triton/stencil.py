@@ -32,13 +32,14 @@ GRAD_PROGRAMS = 4096  # aim for about this many programs in the kernel-gradient 
 
 
 @triton.jit
-def _stencil_kernel(X, W, Y, H, R, M, C_Q: tl.constexpr, C_K: tl.constexpr, ADJOINT: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+def _stencil_kernel(X, W, Y, H, R, M, ROW_START, C_Q: tl.constexpr, C_K: tl.constexpr, ADJOINT: tl.constexpr,
+                    ZERO_FUTURE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """Grid (row tiles, key tiles, B·H) over row-major [R, M] maps; W [H, C_Q, C_K].
 
     Y[i, j] = Σ_{a,b} W[h, a, b] X[i - (C_Q-1) + a, j - (C_K-1)/2 + b]            (forward)
     Y[i, j] = Σ_{a,b} W[h, a, b] X[i + (C_Q-1) - a, j + (C_K-1)/2 - b]            (ADJOINT: the map's gradient)
-    with X = 0 outside [0, R) × [0, M)."""
+    with X = 0 outside [0, R) × [0, M); where ZERO_FUTURE, Y = 0 at j > ROW_START + i (row i is query
+    ROW_START + i)."""
     bh = tl.program_id(2).to(tl.int64)
     row0, col0 = tl.program_id(0) * BLOCK_R, tl.program_id(1) * BLOCK_M
     rows = row0 + tl.arange(0, BLOCK_R)
@@ -66,6 +67,8 @@ def _stencil_kernel(X, W, Y, H, R, M, C_Q: tl.constexpr, C_K: tl.constexpr, ADJO
                 inside = in_rows & ((src_cols >= 0) & (src_cols < M))[None, :]
                 x = tl.load(X + src_rows[:, None] * M + src_cols[None, :], mask=inside, other=0.0)
                 acc += tl.load(W + a * C_K + b).to(tl.float32) * x.to(tl.float32)
+    if ZERO_FUTURE:
+        acc = tl.where(cols[None, :] > ROW_START + rows[:, None], 0.0, acc)
     tl.store(Y + bh * R * M + rows[:, None] * M + cols[None, :], acc.to(Y.dtype.element_ty),
              mask=(rows < R)[:, None] & (cols < M)[None, :])
 
@@ -113,14 +116,16 @@ def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexp
     tl.store(PARTIAL + slot + taps, totals, mask=taps < C_Q * C_K)
 
 
-def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False, row_start: int | None = None) -> torch.Tensor:
     """The stencil on float32 maps x [B, H, R, M] with kernel [H, c_q, c_k] float32: qk_conv, or with adjoint its
-    gradient with respect to the map. Returns [B, H, R, M] float32; not differentiable."""
+    gradient with respect to the map. With row_start (the query of row 0), the output is 0 at future keys
+    (key > query), as masked_fill would make it. Returns [B, H, R, M] float32; not differentiable."""
     batch, n_heads, rows, cols = x.shape
     out = torch.empty_like(x)
     grid = (triton.cdiv(rows, BLOCK_R), triton.cdiv(cols, BLOCK_M), batch * n_heads)
-    _stencil_kernel[grid](x, kernel, out, n_heads, rows, cols, C_Q=kernel.shape[1], C_K=kernel.shape[2], ADJOINT=adjoint,
-                          BLOCK_R=BLOCK_R, BLOCK_M=BLOCK_M)
+    _stencil_kernel[grid](x, kernel, out, n_heads, rows, cols, row_start or 0, C_Q=kernel.shape[1],
+                          C_K=kernel.shape[2], ADJOINT=adjoint, ZERO_FUTURE=row_start is not None, BLOCK_R=BLOCK_R,
+                          BLOCK_M=BLOCK_M)
     return out
 
 
