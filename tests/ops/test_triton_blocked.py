@@ -14,6 +14,7 @@ if not CUDA:
 pytest.importorskip("triton")
 
 import mta.ops.triton.blocked as blocked  # noqa: E402
+import mta.ops.triton.maps as maps  # noqa: E402
 from mta.ops.reference import causal_future, head_mix  # noqa: E402
 from mta.ops.triton import triton_attention  # noqa: E402
 from mta.ops.triton.maps import mix_maps, mix_maps_backward  # noqa: E402
@@ -56,6 +57,25 @@ def test_block_sizes_grouped_query_heads_two_batches(block_rows):
     compare_with_reference(q, k, v, options, tol=1e-4, block_rows=block_rows)
 
 
+@pytest.mark.parametrize("enabled", [("head_mix_pre", "head_mix_post"), ("head_mix_pre",), ("head_mix_post",)])
+def test_talking_heads_blocks_over_several_key_tiles(enabled):
+    # no convolution and one grouping: the logits never reach memory (maps.mixed_*); rows see up to 53 keys,
+    # several of the row kernels' key tiles, so the online log-sum-exp rescales
+    q, k, v = inputs(batch=2, kv_heads=4, seq_len=3 * maps.KEY_BLOCK + 5)
+    options = build_options(enabled)
+    params = tuple(options.get(name) for name in OPTION_NAMES)
+    assert blocked.talking_heads_mixers(params, 1.0) is not None
+    compare_with_reference(q, k, v, options, tol=1e-4, block_rows=20)
+
+
+def test_mixers_of_different_groupings_take_the_general_blocks():
+    q, k, v = inputs(batch=1, seq_len=9)
+    options = build_options(("head_mix_pre", "head_mix_post"), groups=(2, 1))  # groups of 4 heads, then all 8
+    params = tuple(options.get(name) for name in OPTION_NAMES)
+    assert blocked.talking_heads_mixers(params, 1.0) is None
+    compare_with_reference(q, k, v, options, tol=1e-4, block_rows=4)
+
+
 def test_float16():
     q, k, v = inputs(dtype=torch.float16, batch=1, seq_len=17)
     compare_with_reference(q, k, v, build_options(OPTION_NAMES), tol=2e-2, block_rows=6)
@@ -63,9 +83,10 @@ def test_float16():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="half-precision GEMMs with float32 output need a GPU")
-def test_bfloat16_paper_layer_on_gpu():
+@pytest.mark.parametrize("enabled", [OPTION_NAMES, ("head_mix_pre", "head_mix_post")], ids=["paper-layer", "talking-heads"])
+def test_bfloat16_on_gpu(enabled):
     q, k, v = inputs(dtype=torch.bfloat16, batch=2, heads=16, seq_len=300, head_dim=64)
-    options = build_options(OPTION_NAMES, heads=16, pre=(6, 11), post=(6, 11))
+    options = build_options(enabled, heads=16, pre=(6, 11), post=(6, 11))
     compare_with_reference(q, k, v, options, tol=3e-2, block_rows=128, in_norm=True)
 
 
