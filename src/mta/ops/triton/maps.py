@@ -8,8 +8,12 @@ copies the maps twice each way). It can also write a fill value at the causally 
 positions, which saves the masked_fill pass before a softmax.
 
 Backward (`mix_maps_backward`): the maps' gradient, dX_i = Σ_o W[i, o] dY_o, and the mixer's,
-dW[i, o] = Σ_p X_i[p] dY_o[p], both products of tiles, the latter summed per program over a stripe of positions into a partial sum that torch adds
-up (deterministic, no atomics).
+dW[i, o] = Σ_p X_i[p] dY_o[p], both products of tiles, the latter summed per program over a stripe of
+positions into a partial sum that torch adds up (deterministic, no atomics).
+
+For blocks without convolutions (talking heads), `mixed_softmax_rows`, `mixed_weights` and
+`mixed_weights_backward` go from the scores to the final weights and back without writing the mixed logits or
+the probabilities (the section before them).
 """
 
 from __future__ import annotations
