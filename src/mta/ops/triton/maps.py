@@ -79,6 +79,14 @@ def _mix_backward_kernel(X, DY, W, DX, PARTIAL, N_GROUPS, R, M, ROW_START, STEPS
     tl.store(PARTIAL + slot + heads[:, None] * C_PAD + heads[None, :], d_mix)
 
 
+def _stripes(positions: int, maps: int) -> tuple[int, int]:
+    """(position blocks per program, programs per map) of a backward launch over `maps` groups of maps of
+    `positions` positions each: about BACKWARD_PROGRAMS programs in all."""
+    blocks = triton.cdiv(positions, BLOCK)
+    steps = triton.cdiv(blocks, min(blocks, max(1, BACKWARD_PROGRAMS // maps)))
+    return steps, triton.cdiv(blocks, steps)
+
+
 def _check(x: torch.Tensor, mixer: torch.Tensor) -> None:
     if x.dim() != 4 or mixer.dim() != 3 or mixer.shape[1] != mixer.shape[2] or mixer.shape[0] * mixer.shape[1] != x.shape[1]:
         raise ValueError(f"maps must be [B, H, R, M] and mixer [G, c, c] with G·c = H, got {tuple(x.shape)} and "
@@ -113,9 +121,7 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
     _check(x, mixer)
     batch, n_heads, rows, cols = x.shape
     groups, size, _ = mixer.shape
-    blocks = triton.cdiv(rows * cols, BLOCK)
-    steps = triton.cdiv(blocks, min(blocks, max(1, BACKWARD_PROGRAMS // (batch * groups))))
-    stripes = triton.cdiv(blocks, steps)
+    steps, stripes = _stripes(rows * cols, batch * groups)
     pad = max(MIN_PAD, triton.next_power_of_2(size))
     d_x = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
     partial = torch.empty((batch, groups, stripes, pad, pad), dtype=torch.float32, device=x.device)
@@ -148,12 +154,11 @@ def _mixed_rows_kernel(S, DW, WPRE, WPOST, LSE, OUT, N_GROUPS, R, M, ROW_START, 
     base = bg * C * R * M
     row_offsets = bg * C * R + heads[:, None] * R + rows[None, :]  # [C_PAD, BLOCK_R] into [B, H, R]
     row_mask = (heads < C)[:, None] & (rows < R)[None, :]
+    total = tl.zeros([C_PAD, BLOCK_R], dtype=tl.float32)
     if BACKWARD:
         lse = tl.load(LSE + row_offsets, mask=row_mask, other=0.0)
-        total = tl.zeros([C_PAD, BLOCK_R], dtype=tl.float32)
     else:
         high = tl.full([C_PAD, BLOCK_R], float("-inf"), dtype=tl.float32)
-        total = tl.zeros([C_PAD, BLOCK_R], dtype=tl.float32)
     last_key = tl.minimum(M, ROW_START + row_tile * BLOCK_R + BLOCK_R)  # later keys are future for every row
     for key0 in range(0, last_key, BLOCK_N):
         keys = key0 + tl.arange(0, BLOCK_N)
@@ -268,9 +273,7 @@ def mixed_weights_backward(scores: torch.Tensor, d_weights: torch.Tensor, mixer_
     batch, n_heads, rows, cols = scores.shape
     groups, size, pad = _group_sizes(mixer_pre)
     row_sums = mixed_softmax_rows(scores, mixer_pre, mixer_post, row_start, lse, d_weights)
-    blocks = triton.cdiv(rows * cols, BLOCK)
-    steps = triton.cdiv(blocks, min(blocks, max(1, BACKWARD_PROGRAMS // (batch * groups))))
-    stripes = triton.cdiv(blocks, steps)
+    steps, stripes = _stripes(rows * cols, batch * groups)
     d_scores = torch.empty(scores.shape, dtype=out_dtype, device=scores.device)
     partial = torch.empty((batch, groups, stripes, 2, pad, pad), dtype=torch.float32, device=scores.device)
     _mixed_probs_kernel[(stripes, batch * groups)](
