@@ -30,6 +30,15 @@ from .stencil import conv_maps, conv_maps_kernel_grad
 
 BLOCK_ELEMENTS = 1 << 26  # elements of one float32 [B, H, rows, N] map block (256 MB)
 MIN_BLOCK_ROWS = 16
+# The map kernels' tile products (maps.DOT_PRECISIONS) for float16/bfloat16 inputs; float32 inputs get "ieee".
+HALF_INPUT_PRECISION = "ieee"
+# Whether talking-heads blocks (no convolution, one grouping) take the fused `maps.mixed_*` kernels.
+TALKING_HEADS_KERNELS = True
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """The map kernels' tl.dot input precision for inputs of `dtype`."""
+    return "ieee" if dtype == torch.float32 else HALF_INPUT_PRECISION
 
 
 def default_block_rows(batch: int, n_heads: int, seq_len: int) -> int:
@@ -70,6 +79,7 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
     """
     kernel_pre, kernel_post, mix_pre, mix_post = params
     future = causal_future(q_rows.shape[2], keys.shape[2], row_start, q_rows.device)
+    precision = dot_precision(q_rows.dtype)
     maps = BlockMaps(weights=None)
     scores = matmul_float32(q_rows, keys.transpose(-1, -2))
     if scale != 1.0:
@@ -79,7 +89,7 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
         scores = conv_maps(scores, kernel_pre)
     if mix_pre is not None:
         maps.mix_pre_input = scores
-        logits = mix_maps(scores, mix_pre, row_start, fill=float("-inf"))
+        logits = mix_maps(scores, mix_pre, row_start, fill=float("-inf"), precision=precision)
     else:
         logits = scores.masked_fill_(future, float("-inf"))
     del scores
@@ -88,7 +98,7 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
     weights = conv_maps(probs, kernel_post, row_start=row_start) if kernel_post is not None else probs
     if mix_post is not None:
         maps.mix_post_input = weights
-        weights = mix_maps(weights, mix_post, out_dtype=q_rows.dtype)
+        weights = mix_maps(weights, mix_post, out_dtype=q_rows.dtype, precision=precision)
     maps.weights = weights.to(q_rows.dtype)
     if keep:
         maps.probs = probs
@@ -106,30 +116,32 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     rows, cols = q_rows.shape[2], keys.shape[2]
     halo = rows - d_out_rows.shape[2]
     future = causal_future(rows, cols, row_start, q_rows.device)
+    precision = dot_precision(q_rows.dtype)
     grads["v"] += matmul_float32(maps.weights[:, :, halo:].transpose(-1, -2), d_out_rows)
     maps.weights = None
     # zero output gradients for the halo rows: a few more GEMM rows instead of a padded copy of the map
     d_weights = matmul_float32(F.pad(d_out_rows, (0, 0, halo, 0)), values.transpose(-1, -2))
     if mix_post is not None:
         d_weights, d_mix = mix_maps_backward(maps.mix_post_input, d_weights, mix_post, row_start,
-                                             zero_future=kernel_post is not None)
+                                             zero_future=kernel_post is not None, precision=precision)
         grads["head_mix_post"] += d_mix
         maps.mix_post_input = None
     elif kernel_post is not None:
         d_weights.masked_fill_(future, 0.0)
     if kernel_post is not None:
-        grads["kernel_post"] += conv_maps_kernel_grad(maps.probs, d_weights, kernel_post)
+        grads["kernel_post"] += conv_maps_kernel_grad(maps.probs, d_weights, kernel_post, precision)
         d_weights = conv_maps(d_weights, kernel_post, adjoint=True)
     d_logits = torch._softmax_backward_data(d_weights, maps.probs, -1, torch.float32)
     del d_weights
     maps.probs = None
     if mix_pre is not None:  # without a convolution after it, its gradient is the scores', in the GEMM dtype
         d_logits, d_mix = mix_maps_backward(maps.mix_pre_input, d_logits, mix_pre, row_start,
-                                            out_dtype=torch.float32 if kernel_pre is not None else q_rows.dtype)
+                                            out_dtype=torch.float32 if kernel_pre is not None else q_rows.dtype,
+                                            precision=precision)
         grads["head_mix_pre"] += d_mix
         maps.mix_pre_input = None
     if kernel_pre is not None:
-        grads["kernel_pre"] += conv_maps_kernel_grad(maps.conv_pre_input, d_logits, kernel_pre)
+        grads["kernel_pre"] += conv_maps_kernel_grad(maps.conv_pre_input, d_logits, kernel_pre, precision)
         maps.conv_pre_input = None
         d_logits = conv_maps(d_logits, kernel_pre, adjoint=True, row_start=row_start)
     d_scores = d_logits.to(q_rows.dtype)
@@ -144,7 +156,9 @@ def talking_heads_mixers(params: tuple, scale: float) -> tuple[torch.Tensor, tor
     convolution and its mixers share one grouping (a missing one is the identity; the scale left by
     `fold_scale` goes into the pre mixer); None otherwise."""
     kernel_pre, kernel_post, mix_pre, mix_post = params
-    if kernel_pre is not None or kernel_post is not None or (mix_pre is None and mix_post is None):
+    if not TALKING_HEADS_KERNELS or kernel_pre is not None or kernel_post is not None:
+        return None
+    if mix_pre is None and mix_post is None:
         return None
     if mix_pre is not None and mix_post is not None and mix_pre.shape != mix_post.shape:
         return None
@@ -158,8 +172,9 @@ def talking_heads_block(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int
                         mixers: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scores float32, rows' log-sum-exp, final weights in q's dtype) of a talking-heads block [B, H, R, M]."""
     scores = matmul_float32(q_rows, keys.transpose(-1, -2))
-    lse = mixed_softmax_rows(scores, *mixers, row_start)
-    return scores, lse, mixed_weights(scores, *mixers, lse, row_start, q_rows.dtype)
+    precision = dot_precision(q_rows.dtype)
+    lse = mixed_softmax_rows(scores, *mixers, row_start, precision=precision)
+    return scores, lse, mixed_weights(scores, *mixers, lse, row_start, q_rows.dtype, precision)
 
 
 def talking_heads_backward(d_out_rows: torch.Tensor, q_rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -171,7 +186,8 @@ def talking_heads_backward(d_out_rows: torch.Tensor, q_rows: torch.Tensor, keys:
     grads["v"] += matmul_float32(weights.transpose(-1, -2), d_out_rows)
     del weights
     d_weights = matmul_float32(d_out_rows, values.transpose(-1, -2))
-    d_scores, d_pre, d_post = mixed_weights_backward(scores, d_weights, *mixers, lse, row_start, q_rows.dtype)
+    d_scores, d_pre, d_post = mixed_weights_backward(scores, d_weights, *mixers, lse, row_start, q_rows.dtype,
+                                                     dot_precision(q_rows.dtype))
     del scores, d_weights
     for name, d_mix in (("head_mix_pre", d_pre), ("head_mix_post", d_post)):
         if name in grads:

@@ -27,11 +27,15 @@ from . import interpreter  # noqa: F401  (patches Triton's interpreter before an
 BLOCK = 128  # positions of one map per program step
 MIN_PAD = 16  # tl.dot's smallest operand side: groups are padded to at least 16 heads
 BACKWARD_PROGRAMS = 8192  # aim for about this many programs in all in the backward (stripes × batch × groups)
+# tl.dot's input_precision for the float32 maps: "ieee" is exact float32 (CUDA cores); "tf32x3" splits each
+# operand into two TF32 parts and keeps three of the four products (tensor cores, ~float32 accuracy); "tf32"
+# rounds the operands to TF32 (10-bit mantissa, as the half-precision kernels of `kernels` do).
+DOT_PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 @triton.jit
 def _mix_kernel(X, W, Y, N_GROUPS, R, M, ROW_START, C: tl.constexpr, C_PAD: tl.constexpr, FILL: tl.constexpr,
-                FILL_VALUE: tl.constexpr, BLOCK: tl.constexpr):
+                FILL_VALUE: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (position blocks, B·G). Y[b, g·C+o, p] = Σ_i W[g, i, o] X[b, g·C+i, p] over positions p = r·M + j;
     where FILL, Y = FILL_VALUE at the future positions j > ROW_START + r."""
     block, bg = tl.program_id(0), tl.program_id(1).to(tl.int64)
@@ -43,7 +47,7 @@ def _mix_kernel(X, W, Y, N_GROUPS, R, M, ROW_START, C: tl.constexpr, C_PAD: tl.c
     x = tl.load(X + offsets, mask=tile, other=0.0).to(tl.float32)
     w_t = tl.load(W + (bg % N_GROUPS) * C * C + heads[None, :] * C + heads[:, None],
                   mask=(heads < C)[:, None] & (heads < C)[None, :], other=0.0).to(tl.float32)  # [o, i]
-    y = tl.dot(w_t, x, input_precision="ieee")
+    y = tl.dot(w_t, x, input_precision=PRECISION)
     if FILL:
         future = (pos % M) > ROW_START + pos // M
         y = tl.where(future[None, :], FILL_VALUE, y)
@@ -52,7 +56,7 @@ def _mix_kernel(X, W, Y, N_GROUPS, R, M, ROW_START, C: tl.constexpr, C_PAD: tl.c
 
 @triton.jit
 def _mix_backward_kernel(X, DY, W, DX, PARTIAL, N_GROUPS, R, M, ROW_START, STEPS, C: tl.constexpr,
-                         C_PAD: tl.constexpr, ZERO_FUTURE: tl.constexpr, BLOCK: tl.constexpr):
+                         C_PAD: tl.constexpr, ZERO_FUTURE: tl.constexpr, PRECISION: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (stripes, B·G); a stripe is STEPS consecutive position blocks.
     DX[b, g·C+i, p] = Σ_o W[g, i, o] DY[b, g·C+o, p] (0 at future positions where ZERO_FUTURE);
     PARTIAL[bg, stripe, i, o] = Σ_{p in stripe} X[b, g·C+i, p] DY[b, g·C+o, p]."""
@@ -68,13 +72,13 @@ def _mix_backward_kernel(X, DY, W, DX, PARTIAL, N_GROUPS, R, M, ROW_START, STEPS
         tile = (heads < C)[:, None] & (pos < size)[None, :]
         offsets = bg * C * size + heads[:, None] * size + pos[None, :]
         dy = tl.load(DY + offsets, mask=tile, other=0.0).to(tl.float32)
-        dx = tl.dot(w, dy, input_precision="ieee")
+        dx = tl.dot(w, dy, input_precision=PRECISION)
         if ZERO_FUTURE:
             future = (pos % M) > ROW_START + pos // M
             dx = tl.where(future[None, :], 0.0, dx)
         tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=tile)
         x = tl.load(X + offsets, mask=tile, other=0.0).to(tl.float32)
-        d_mix += tl.dot(x, tl.trans(dy), input_precision="ieee")
+        d_mix += tl.dot(x, tl.trans(dy), input_precision=PRECISION)
     slot = (bg * tl.num_programs(0) + stripe) * C_PAD * C_PAD
     tl.store(PARTIAL + slot + heads[:, None] * C_PAD + heads[None, :], d_mix)
 
@@ -96,12 +100,12 @@ def _check(x: torch.Tensor, mixer: torch.Tensor) -> None:
 
 
 def mix_maps(x: torch.Tensor, mixer: torch.Tensor, row_start: int = 0, fill: float | None = None,
-             out_dtype: torch.dtype | None = None) -> torch.Tensor:
+             out_dtype: torch.dtype | None = None, precision: str = "ieee") -> torch.Tensor:
     """`head_mix(x, mixer)` with Triton (module docstring); not differentiable (see `mix_maps_backward`).
 
     x: [B, H, R, M] contiguous, rows are queries row_start …; mixer: [G, c, c], mixer[g, i, o] weighting head
-    g·c+i into g·c+o. fill: written at the future positions (key > query) when given. Returns [B, H, R, M] in
-    out_dtype (default x's), accumulated in float32.
+    g·c+i into g·c+o. fill: written at the future positions (key > query) when given. precision: the products'
+    (`DOT_PRECISIONS`). Returns [B, H, R, M] in out_dtype (default x's), accumulated in float32.
     """
     _check(x, mixer)
     batch, n_heads, rows, cols = x.shape
@@ -110,14 +114,15 @@ def mix_maps(x: torch.Tensor, mixer: torch.Tensor, row_start: int = 0, fill: flo
     grid = (triton.cdiv(rows * cols, BLOCK), batch * groups)
     _mix_kernel[grid](x, mixer.contiguous(), out, groups, rows, cols, row_start, C=size,
                       C_PAD=max(MIN_PAD, triton.next_power_of_2(size)), FILL=fill is not None,
-                      FILL_VALUE=0.0 if fill is None else fill, BLOCK=BLOCK)
+                      FILL_VALUE=0.0 if fill is None else fill, PRECISION=precision, BLOCK=BLOCK)
     return out
 
 
 def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor, row_start: int = 0,
-                      zero_future: bool = False, out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of `mix_maps(x, mixer)` given d_out [B, H, R, M]: (d_x in out_dtype (default x's), with zeros at
-    the future positions when zero_future; d_mixer [G, c, c] float32)."""
+                      zero_future: bool = False, out_dtype: torch.dtype | None = None,
+                      precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `mix_maps(x, mixer, precision=precision)` given d_out [B, H, R, M]: (d_x in out_dtype
+    (default x's), with zeros at the future positions when zero_future; d_mixer [G, c, c] float32)."""
     _check(x, mixer)
     batch, n_heads, rows, cols = x.shape
     groups, size, _ = mixer.shape
@@ -127,7 +132,7 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
     partial = torch.empty((batch, groups, stripes, pad, pad), dtype=torch.float32, device=x.device)
     _mix_backward_kernel[(stripes, batch * groups)](
         x, d_out.contiguous(), mixer.contiguous(), d_x, partial, groups, rows, cols, row_start, steps, C=size,
-        C_PAD=pad, ZERO_FUTURE=zero_future, BLOCK=BLOCK,
+        C_PAD=pad, ZERO_FUTURE=zero_future, PRECISION=precision, BLOCK=BLOCK,
     )
     return d_x, partial.sum((0, 2))[:, :size, :size]
 
@@ -140,7 +145,8 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
 
 @triton.jit
 def _mixed_rows_kernel(S, DW, WPRE, WPOST, LSE, OUT, N_GROUPS, R, M, ROW_START, C: tl.constexpr,
-                       C_PAD: tl.constexpr, BACKWARD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+                       C_PAD: tl.constexpr, BACKWARD: tl.constexpr, PRECISION: tl.constexpr, BLOCK_R: tl.constexpr,
+                       BLOCK_N: tl.constexpr):
     """Grid (row tiles, B·G), looping over the keys each row tile can see. With T_o = Σ_i WPRE[g, i, o] S_i:
     forward, OUT[b, g·C+o, r] = logsumexp over keys j <= ROW_START + r of T_o[r, j]; BACKWARD, with
     P = exp(T - LSE) and dP_i = Σ_o WPOST[g, i, o] DW_o, OUT[b, g·C+i, r] = Σ_j P_i[r, j] dP_i[r, j]."""
@@ -165,12 +171,12 @@ def _mixed_rows_kernel(S, DW, WPRE, WPOST, LSE, OUT, N_GROUPS, R, M, ROW_START, 
         offsets = base + heads[:, None, None] * R * M + rows[None, :, None] * M + keys[None, None, :]
         inside = (heads < C)[:, None, None] & (rows < R)[None, :, None] & (keys < M)[None, None, :]
         s = tl.reshape(tl.load(S + offsets, mask=inside, other=0.0), [C_PAD, BLOCK_R * BLOCK_N])
-        t = tl.reshape(tl.dot(w_pre_t, s, input_precision="ieee"), [C_PAD, BLOCK_R, BLOCK_N])
+        t = tl.reshape(tl.dot(w_pre_t, s, input_precision=PRECISION), [C_PAD, BLOCK_R, BLOCK_N])
         future = keys[None, None, :] > ROW_START + rows[None, :, None]
         if BACKWARD:
             p = tl.where(future, 0.0, tl.exp(t - lse[:, :, None]))
             dw = tl.reshape(tl.load(DW + offsets, mask=inside, other=0.0), [C_PAD, BLOCK_R * BLOCK_N])
-            dp = tl.reshape(tl.dot(w_post, dw, input_precision="ieee"), [C_PAD, BLOCK_R, BLOCK_N])
+            dp = tl.reshape(tl.dot(w_post, dw, input_precision=PRECISION), [C_PAD, BLOCK_R, BLOCK_N])
             total += tl.sum(p * dp, 2)
         else:
             t = tl.where(future, float("-inf"), t)
@@ -184,7 +190,8 @@ def _mixed_rows_kernel(S, DW, WPRE, WPOST, LSE, OUT, N_GROUPS, R, M, ROW_START, 
 
 @triton.jit
 def _mixed_probs_kernel(S, DW, WPRE, WPOST, LSE, DROW, OUT, PARTIAL, N_GROUPS, R, M, ROW_START, STEPS,
-                        C: tl.constexpr, C_PAD: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+                        C: tl.constexpr, C_PAD: tl.constexpr, BACKWARD: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK: tl.constexpr):
     """Grid (stripes, B·G); a stripe is STEPS consecutive blocks of BLOCK positions p = r·M + j. With
     T = mixᵀ S by WPRE and P = exp(T - LSE) (0 at future keys): forward, OUT = mixᵀ P by WPOST, the weights;
     BACKWARD, with dP = WPOST·DW and dT = P (dP - DROW), OUT = WPRE·dT, the scores' gradient, and
@@ -204,19 +211,19 @@ def _mixed_probs_kernel(S, DW, WPRE, WPOST, LSE, DROW, OUT, PARTIAL, N_GROUPS, R
         tile = (heads < C)[:, None] & (pos < size)[None, :]
         offsets = bg * C * size + heads[:, None] * size + pos[None, :]
         s = tl.load(S + offsets, mask=tile, other=0.0)
-        t = tl.dot(tl.trans(w_pre), s, input_precision="ieee")
+        t = tl.dot(tl.trans(w_pre), s, input_precision=PRECISION)
         row_offsets = bg * C * R + heads[:, None] * R + rows[None, :]
         lse = tl.load(LSE + row_offsets, mask=tile, other=0.0)
         p = tl.where(tile & (pos % M <= ROW_START + rows)[None, :], tl.exp(t - lse), 0.0)
         if BACKWARD:
             dw = tl.load(DW + offsets, mask=tile, other=0.0)
-            dp = tl.dot(w_post, dw, input_precision="ieee")
+            dp = tl.dot(w_post, dw, input_precision=PRECISION)
             dt = p * (dp - tl.load(DROW + row_offsets, mask=tile, other=0.0))
-            out = tl.dot(w_pre, dt, input_precision="ieee")
-            d_post += tl.dot(p, tl.trans(dw), input_precision="ieee")
-            d_pre += tl.dot(s, tl.trans(dt), input_precision="ieee")
+            out = tl.dot(w_pre, dt, input_precision=PRECISION)
+            d_post += tl.dot(p, tl.trans(dw), input_precision=PRECISION)
+            d_pre += tl.dot(s, tl.trans(dt), input_precision=PRECISION)
         else:
-            out = tl.dot(tl.trans(w_post), p, input_precision="ieee")
+            out = tl.dot(tl.trans(w_post), p, input_precision=PRECISION)
         tl.store(OUT + offsets, out.to(OUT.dtype.element_ty), mask=tile)
     if BACKWARD:
         slot = (bg * tl.num_programs(0) + stripe) * 2 * C_PAD * C_PAD + heads[:, None] * C_PAD + heads[None, :]
@@ -234,7 +241,8 @@ def _group_sizes(mixer: torch.Tensor) -> tuple[int, int, int]:
 
 
 def mixed_softmax_rows(scores: torch.Tensor, mixer_pre: torch.Tensor, mixer_post: torch.Tensor, row_start: int,
-                       lse: torch.Tensor | None = None, d_weights: torch.Tensor | None = None) -> torch.Tensor:
+                       lse: torch.Tensor | None = None, d_weights: torch.Tensor | None = None,
+                       precision: str = "ieee") -> torch.Tensor:
     """Per-row statistics of the talking-heads block (section comment above). scores [B, H, R, M] float32
     (queries row_start …); mixers [G, c, c] float32, the same grouping. Without lse: the log-sum-exp of the
     mixed logits [B, H, R]; with lse and d_weights (the final weights' gradient): Σ_j P dP [B, H, R]."""
@@ -245,13 +253,14 @@ def mixed_softmax_rows(scores: torch.Tensor, mixer_pre: torch.Tensor, mixer_post
     backward = lse is not None
     _mixed_rows_kernel[(triton.cdiv(rows, ROW_BLOCK), batch * groups)](
         scores, d_weights if backward else scores, mixer_pre, mixer_post, lse if backward else out, out, groups,
-        rows, cols, row_start, C=size, C_PAD=pad, BACKWARD=backward, BLOCK_R=ROW_BLOCK, BLOCK_N=KEY_BLOCK,
+        rows, cols, row_start, C=size, C_PAD=pad, BACKWARD=backward, PRECISION=precision, BLOCK_R=ROW_BLOCK,
+        BLOCK_N=KEY_BLOCK,
     )
     return out
 
 
 def mixed_weights(scores: torch.Tensor, mixer_pre: torch.Tensor, mixer_post: torch.Tensor, lse: torch.Tensor,
-                  row_start: int, out_dtype: torch.dtype) -> torch.Tensor:
+                  row_start: int, out_dtype: torch.dtype, precision: str = "ieee") -> torch.Tensor:
     """The talking-heads block's final weights mixᵀ_post softmax(mixᵀ_pre S) [B, H, R, M] in out_dtype, from the
     scores and the rows' log-sum-exp (`mixed_softmax_rows`)."""
     _check(scores, mixer_pre)
@@ -260,25 +269,26 @@ def mixed_weights(scores: torch.Tensor, mixer_pre: torch.Tensor, mixer_post: tor
     out = torch.empty(scores.shape, dtype=out_dtype, device=scores.device)
     _mixed_probs_kernel[(triton.cdiv(rows * cols, BLOCK), batch * groups)](
         scores, scores, mixer_pre, mixer_post, lse, lse, out, out, groups, rows, cols, row_start, 1, C=size,
-        C_PAD=pad, BACKWARD=False, BLOCK=BLOCK,
+        C_PAD=pad, BACKWARD=False, PRECISION=precision, BLOCK=BLOCK,
     )
     return out
 
 
 def mixed_weights_backward(scores: torch.Tensor, d_weights: torch.Tensor, mixer_pre: torch.Tensor,
                            mixer_post: torch.Tensor, lse: torch.Tensor, row_start: int,
-                           out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           out_dtype: torch.dtype,
+                           precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of `mixed_weights` given d_weights [B, H, R, M] float32: (the scores' in out_dtype, mixer_pre's,
     mixer_post's, both [G, c, c] float32)."""
     batch, n_heads, rows, cols = scores.shape
     groups, size, pad = _group_sizes(mixer_pre)
-    row_sums = mixed_softmax_rows(scores, mixer_pre, mixer_post, row_start, lse, d_weights)
+    row_sums = mixed_softmax_rows(scores, mixer_pre, mixer_post, row_start, lse, d_weights, precision)
     steps, stripes = _stripes(rows * cols, batch * groups)
     d_scores = torch.empty(scores.shape, dtype=out_dtype, device=scores.device)
     partial = torch.empty((batch, groups, stripes, 2, pad, pad), dtype=torch.float32, device=scores.device)
     _mixed_probs_kernel[(stripes, batch * groups)](
         scores, d_weights, mixer_pre, mixer_post, lse, row_sums, d_scores, partial, groups, rows, cols, row_start,
-        steps, C=size, C_PAD=pad, BACKWARD=True, BLOCK=BLOCK,
+        steps, C=size, C_PAD=pad, BACKWARD=True, PRECISION=precision, BLOCK=BLOCK,
     )
     sums = partial.sum((0, 2))[..., :size, :size]
     return d_scores, sums[:, 1], sums[:, 0]

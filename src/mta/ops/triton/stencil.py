@@ -75,7 +75,8 @@ def _stencil_kernel(X, W, Y, H, R, M, ROW_START, C_Q: tl.constexpr, C_K: tl.cons
 
 @triton.jit
 def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexpr, C_K: tl.constexpr,
-                        TAPS: tl.constexpr, C_Q_PAD: tl.constexpr, WINDOW: tl.constexpr, BLOCK_R: tl.constexpr,
+                        TAPS: tl.constexpr, C_Q_PAD: tl.constexpr, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK_R: tl.constexpr,
                         BLOCK_M: tl.constexpr):
     """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
     j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's BLOCK_M columns.
@@ -103,7 +104,7 @@ def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexp
         src_rows = rows[:, None] + (tap_row[None, :] - (C_Q - 1))
         inside = (src_rows >= 0) & (src_rows < R) & cols_ok[None, :]
         x = tl.load(X + src_rows * M + src_cols[None, :], mask=inside, other=0.0).to(tl.float32)
-        g += tl.dot(tl.trans(dy), x, input_precision="ieee")
+        g += tl.dot(tl.trans(dy), x, input_precision=PRECISION)
     diagonal = shift[None, :] - tl.arange(0, BLOCK_M)[:, None]  # b where w = j + b
     taps = tl.arange(0, TAPS)
     totals = tl.zeros([TAPS], dtype=tl.float32)
@@ -129,8 +130,10 @@ def conv_maps(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool = False, row_
     return out
 
 
-def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The gradient of conv_maps(x, kernel) with respect to kernel, given d_out: [H, c_q, c_k] in kernel's dtype."""
+def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Tensor,
+                          precision: str = "ieee") -> torch.Tensor:
+    """The gradient of conv_maps(x, kernel) with respect to kernel, given d_out: [H, c_q, c_k] in kernel's dtype.
+    precision: the tile products' tl.dot input precision (`maps.DOT_PRECISIONS`)."""
     batch, n_heads, rows, cols = x.shape
     c_q, c_k = kernel.shape[1:]
     key_tiles, row_tiles = triton.cdiv(cols, GRAD_BLOCK_M), triton.cdiv(rows, GRAD_BLOCK_R)
@@ -142,7 +145,7 @@ def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Te
     _kernel_grad_kernel[(key_tiles, stripes, batch * n_heads)](
         x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps,
         C_Q_PAD=triton.next_power_of_2(c_q), WINDOW=max(16, triton.next_power_of_2(GRAD_BLOCK_M + c_k - 1)),
-        BLOCK_R=GRAD_BLOCK_R, BLOCK_M=GRAD_BLOCK_M,
+        PRECISION=precision, BLOCK_R=GRAD_BLOCK_R, BLOCK_M=GRAD_BLOCK_M,
     )
     return partial.sum((0, 2))[:, : c_q * c_k].view(n_heads, c_q, c_k).to(kernel.dtype)
 

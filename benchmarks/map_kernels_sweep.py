@@ -1,0 +1,112 @@
+"""Which settings of the map-block kernels make configurations C and D fastest, and what they cost in accuracy.
+
+The triton backend sends wide head mixing (C: the paper's layer, D: talking heads) through map blocks
+(mta.ops.triton.blocked). Its Triton kernels multiply float32 tiles with tl.dot; this sweep tries, on one GPU:
+- the products' precision for bf16 inputs (`blocked.HALF_INPUT_PRECISION`: ieee, tf32x3, tf32);
+- for D, the fused talking-heads kernels against the general path (`blocked.TALKING_HEADS_KERNELS`);
+- for D, the talking-heads row kernels' tiles (`maps.ROW_BLOCK` × `maps.KEY_BLOCK`).
+Each setting is timed forward+backward at N = 8k, d = 128, B = 2, H = 16 in bf16 (op_speed_gpu's inputs and
+timing, SDPA measured in the same process), and for each precision the relative RMS error of the output and every
+gradient is measured against the float32 reference at N = 1k (triton_accuracy's inputs), and against the "ieee"
+run of the same bf16 inputs with the queries scaled 4× (sharper attention: the logits' rounding matters more).
+
+    python benchmarks/map_kernels_sweep.py       # CUDA only → benchmarks/results/map_kernels_sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from mta.ops import mta_attention
+from mta.ops.triton import blocked, maps
+from mta.profiling import write_json_atomic
+from mta.provenance import run_metadata
+from op_speed_gpu import Measurement, measure as measure_speed
+from triton_accuracy import configs as accuracy_configs, errors, make_params, measure as measure_accuracy
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "map_kernels_sweep.json"
+SEQ_LEN, BATCH, HEAD_DIM, HEADS = 8192, 2, 128, 16
+ACCURACY_SEQ_LEN, SHARPNESS = 1024, 4.0
+PRECISIONS = ("ieee", "tf32x3", "tf32")
+ROW_TILES = ((16, 16), (4, 64), (1, 256))
+
+
+def settings() -> list[dict]:
+    """Every (configs, precision, talking-heads kernels, row tiles) to time, in order."""
+    plan = [dict(configs=("C", "D"), precision=p, talking_heads=True, row_tiles=ROW_TILES[0]) for p in PRECISIONS]
+    plan += [dict(configs=("D",), precision=p, talking_heads=False, row_tiles=ROW_TILES[0]) for p in PRECISIONS]
+    plan += [dict(configs=("D",), precision="tf32x3", talking_heads=True, row_tiles=t) for t in ROW_TILES[1:]]
+    return plan
+
+
+def apply(setting: dict) -> None:
+    blocked.HALF_INPUT_PRECISION = setting["precision"]
+    blocked.TALKING_HEADS_KERNELS = setting["talking_heads"]
+    maps.ROW_BLOCK, maps.KEY_BLOCK = setting["row_tiles"]
+
+
+def deviation_from_ieee(config: str, device: torch.device) -> dict[str, dict]:
+    """Errors of each precision's bf16 output and gradients against the "ieee" run's, queries scaled by SHARPNESS."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v, cotangent = (torch.randn(1, HEADS, ACCURACY_SEQ_LEN, HEAD_DIM, generator=generator) for _ in range(4))
+    q = q * SHARPNESS
+    params = make_params(accuracy_configs(HEADS)[config], device, generator)
+    runs = {}
+    for precision in PRECISIONS:
+        blocked.HALF_INPUT_PRECISION = precision
+        inputs = [x.to(device, torch.bfloat16).requires_grad_() for x in (q, k, v)]
+        out = mta_attention(*inputs, **params, backend="triton")
+        runs[precision] = [out.detach(), *torch.autograd.grad(out, [*inputs, *params.values()],
+                                                              cotangent.to(device, torch.bfloat16))]
+    names = ["output", "grad_q", "grad_k", "grad_v", *(f"grad_{name}" for name in params)]
+    return {precision: {name: errors(got, want)["relative_rms"] for name, got, want in
+                        zip(names, runs[precision], runs["ieee"])} for precision in PRECISIONS[1:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("map_kernels_sweep.py needs a CUDA device")
+    device = torch.device("cuda")
+    results = {"meta": run_metadata(), "settings": {"seq_len": SEQ_LEN, "batch": BATCH, "head_dim": HEAD_DIM,
+                                                    "heads": HEADS, "accuracy_seq_len": ACCURACY_SEQ_LEN,
+                                                    "sharpness": SHARPNESS},
+               "sdpa": measure_speed(Measurement(None, HEAD_DIM, SEQ_LEN, BATCH, "sdpa"), args.repeats, device),
+               "timings": [], "accuracy": [], "deviation_from_ieee": {}}
+    print("sdpa", round(results["sdpa"].get("total_ms", float("nan")), 3), "ms", flush=True)
+    for setting in settings():
+        apply(setting)
+        for config in setting["configs"]:
+            row = measure_speed(Measurement(config, HEAD_DIM, SEQ_LEN, BATCH, "triton"), args.repeats, device)
+            row.update(precision=setting["precision"], talking_heads=setting["talking_heads"],
+                       row_tiles=list(setting["row_tiles"]))
+            row["ratio_to_sdpa"] = row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"]
+            results["timings"].append(row)
+            print({k: row.get(k) for k in ("config", "precision", "talking_heads", "row_tiles", "status",
+                                           "forward_ms", "backward_ms", "total_ms", "ratio_to_sdpa")}, flush=True)
+            write_json_atomic(args.out, results)
+    apply(settings()[0])
+    for precision in PRECISIONS:
+        blocked.HALF_INPUT_PRECISION = precision
+        for config in ("C", "D"):
+            errs = measure_accuracy(config, accuracy_configs(HEADS)[config], ACCURACY_SEQ_LEN, HEADS, HEAD_DIM, device)
+            worst = max(e["relative_rms"] for e in errs.values())
+            results["accuracy"].append({"config": config, "precision": precision, "worst_relative_rms": worst,
+                                        "errors": errs})
+            print("accuracy", config, precision, round(worst, 5), flush=True)
+    for config in ("C", "D"):
+        results["deviation_from_ieee"][config] = deviation_from_ieee(config, device)
+        print("deviation from ieee", config, results["deviation_from_ieee"][config], flush=True)
+    write_json_atomic(args.out, results)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
