@@ -1,14 +1,15 @@
-"""Which settings of the map-block kernels make configurations C and D fastest, and what they cost in accuracy.
+"""Which tl.dot precision the map-block kernels should use for bf16 inputs: speed of C and D, and accuracy.
 
 The triton backend sends wide head mixing (C: the paper's layer, D: talking heads) through map blocks
-(mta.ops.triton.blocked). Its Triton kernels multiply float32 tiles with tl.dot; this sweep tries, on one GPU:
-- the products' precision for bf16 inputs (`blocked.HALF_INPUT_PRECISION`: ieee, tf32x3, tf32);
-- for D, the fused talking-heads kernels against the general path (`blocked.TALKING_HEADS_KERNELS`);
-- for D, the talking-heads row kernels' tiles (`maps.ROW_BLOCK` × `maps.KEY_BLOCK`).
-Each setting is timed forward+backward at N = 8k, d = 128, B = 2, H = 16 in bf16 (op_speed_gpu's inputs and
-timing, SDPA measured in the same process), and for each precision the relative RMS error of the output and every
-gradient is measured against the float32 reference at N = 1k (triton_accuracy's inputs), and against the "ieee"
-run of the same bf16 inputs with the queries scaled 4× (sharper attention: the logits' rounding matters more).
+(mta.ops.triton.blocked). Their Triton kernels multiply float32 tiles with tl.dot; for half-precision inputs the
+precision of those products is `blocked.HALF_INPUT_PRECISION` (ieee, tf32x3 or tf32; float32 inputs always get
+ieee). For each, this times C and D forward+backward at N = 8k, d = 128, B = 2, H = 16 in bf16 (op_speed_gpu's
+inputs and timing, SDPA measured in the same process), measures the relative RMS error of the output and every
+gradient against the float32 reference at N = 1k (triton_accuracy's inputs), and against the "ieee" run of the
+same bf16 inputs with the queries scaled 4× (sharper attention: the logits' rounding matters more).
+
+The committed benchmarks/results/map_kernels_sweep.json (commit 7255edf) also timed D through fused
+talking-heads kernels (since removed: slower than the general path in every precision) and their row tiles.
 
     python benchmarks/map_kernels_sweep.py       # CUDA only → benchmarks/results/map_kernels_sweep.json
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mta.ops import mta_attention
-from mta.ops.triton import blocked, maps
+from mta.ops.triton import blocked
 from mta.profiling import write_json_atomic
 from mta.provenance import run_metadata
 from op_speed_gpu import Measurement, measure as measure_speed
@@ -32,21 +33,6 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "map_kernels_sweep.json"
 SEQ_LEN, BATCH, HEAD_DIM, HEADS = 8192, 2, 128, 16
 ACCURACY_SEQ_LEN, SHARPNESS = 1024, 4.0
 PRECISIONS = ("ieee", "tf32x3", "tf32")
-ROW_TILES = ((16, 16), (4, 64), (1, 256))
-
-
-def settings() -> list[dict]:
-    """Every (configs, precision, talking-heads kernels, row tiles) to time, in order."""
-    plan = [dict(configs=("C", "D"), precision=p, talking_heads=True, row_tiles=ROW_TILES[0]) for p in PRECISIONS]
-    plan += [dict(configs=("D",), precision=p, talking_heads=False, row_tiles=ROW_TILES[0]) for p in PRECISIONS]
-    plan += [dict(configs=("D",), precision="tf32x3", talking_heads=True, row_tiles=t) for t in ROW_TILES[1:]]
-    return plan
-
-
-def apply(setting: dict) -> None:
-    blocked.HALF_INPUT_PRECISION = setting["precision"]
-    blocked.TALKING_HEADS_KERNELS = setting["talking_heads"]
-    maps.ROW_BLOCK, maps.KEY_BLOCK = setting["row_tiles"]
 
 
 def deviation_from_ieee(config: str, device: torch.device) -> dict[str, dict]:
@@ -81,18 +67,15 @@ def main() -> None:
                "sdpa": measure_speed(Measurement(None, HEAD_DIM, SEQ_LEN, BATCH, "sdpa"), args.repeats, device),
                "timings": [], "accuracy": [], "deviation_from_ieee": {}}
     print("sdpa", round(results["sdpa"].get("total_ms", float("nan")), 3), "ms", flush=True)
-    for setting in settings():
-        apply(setting)
-        for config in setting["configs"]:
+    for precision in PRECISIONS:
+        blocked.HALF_INPUT_PRECISION = precision
+        for config in ("C", "D"):
             row = measure_speed(Measurement(config, HEAD_DIM, SEQ_LEN, BATCH, "triton"), args.repeats, device)
-            row.update(precision=setting["precision"], talking_heads=setting["talking_heads"],
-                       row_tiles=list(setting["row_tiles"]))
-            row["ratio_to_sdpa"] = row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"]
+            row.update(precision=precision, ratio_to_sdpa=row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"])
             results["timings"].append(row)
-            print({k: row.get(k) for k in ("config", "precision", "talking_heads", "row_tiles", "status",
-                                           "forward_ms", "backward_ms", "total_ms", "ratio_to_sdpa")}, flush=True)
+            print({k: row.get(k) for k in ("config", "precision", "status", "forward_ms", "backward_ms", "total_ms",
+                                           "ratio_to_sdpa")}, flush=True)
             write_json_atomic(args.out, results)
-    apply(settings()[0])
     for precision in PRECISIONS:
         blocked.HALF_INPUT_PRECISION = precision
         for config in ("C", "D"):

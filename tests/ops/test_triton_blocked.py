@@ -14,7 +14,6 @@ if not CUDA:
 pytest.importorskip("triton")
 
 import mta.ops.triton.blocked as blocked  # noqa: E402
-import mta.ops.triton.maps as maps  # noqa: E402
 from mta.ops.reference import causal_future, head_mix  # noqa: E402
 from mta.ops.triton import triton_attention  # noqa: E402
 from mta.ops.triton.maps import mix_maps, mix_maps_backward  # noqa: E402
@@ -57,25 +56,6 @@ def test_block_sizes_grouped_query_heads_two_batches(block_rows):
     compare_with_reference(q, k, v, options, tol=1e-4, block_rows=block_rows)
 
 
-@pytest.mark.parametrize("enabled", [("head_mix_pre", "head_mix_post"), ("head_mix_pre",), ("head_mix_post",)])
-def test_talking_heads_blocks_over_several_key_tiles(enabled):
-    # no convolution and one grouping: the logits never reach memory (maps.mixed_*); rows see up to 53 keys,
-    # several of the row kernels' key tiles, so the online log-sum-exp rescales
-    q, k, v = inputs(batch=2, kv_heads=4, seq_len=3 * maps.KEY_BLOCK + 5)
-    options = build_options(enabled)
-    params = tuple(options.get(name) for name in OPTION_NAMES)
-    assert blocked.talking_heads_mixers(params, 1.0) is not None
-    compare_with_reference(q, k, v, options, tol=1e-4, block_rows=20)
-
-
-def test_mixers_of_different_groupings_take_the_general_blocks():
-    q, k, v = inputs(batch=1, seq_len=9)
-    options = build_options(("head_mix_pre", "head_mix_post"), groups=(2, 1))  # groups of 4 heads, then all 8
-    params = tuple(options.get(name) for name in OPTION_NAMES)
-    assert blocked.talking_heads_mixers(params, 1.0) is None
-    compare_with_reference(q, k, v, options, tol=1e-4, block_rows=4)
-
-
 def test_float16():
     q, k, v = inputs(dtype=torch.float16, batch=1, seq_len=17)
     compare_with_reference(q, k, v, build_options(OPTION_NAMES), tol=2e-2, block_rows=6)
@@ -110,20 +90,22 @@ def test_default_block_rows_bounds_the_map_block():
         blocked.blocked_maps_attention(*inputs(seq_len=3), scale=1.0, block_rows=0)
 
 
-@pytest.mark.parametrize("heads,size", [(4, 2), (6, 3), (16, 16)])
-def test_mix_maps_matches_head_mix(heads, size):
+@pytest.mark.parametrize("heads,size,precision", [(4, 2, "ieee"), (6, 3, "ieee"), (16, 16, "ieee"),
+                                                   (16, 16, "tf32x3")])
+def test_mix_maps_matches_head_mix(heads, size, precision):
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(2, heads, 5, 37, generator=gen).to(DEVICE).requires_grad_()
     mixer = torch.randn(heads // size, size, size, generator=gen).to(DEVICE).requires_grad_()
     row_start = 3  # rows are queries 3 … 7, so keys 4 … 36 are future for row 0
     future = causal_future(5, 37, row_start, maps.device)
     want = head_mix(maps, mixer)
-    got = mix_maps(maps.detach(), mixer.detach(), row_start, fill=float("-inf"))
+    got = mix_maps(maps.detach(), mixer.detach(), row_start, fill=float("-inf"), precision=precision)
     torch.testing.assert_close(got, want.detach().masked_fill(future, float("-inf")))
-    torch.testing.assert_close(mix_maps(maps.detach(), mixer.detach()), want.detach())
+    torch.testing.assert_close(mix_maps(maps.detach(), mixer.detach(), precision=precision), want.detach())
     cotangent = torch.randn(want.shape, generator=gen).to(DEVICE)
     want_maps, want_mixer = torch.autograd.grad(want, [maps, mixer], cotangent)
-    got_maps, got_mixer = mix_maps_backward(maps.detach(), cotangent, mixer.detach(), row_start, zero_future=True)
+    got_maps, got_mixer = mix_maps_backward(maps.detach(), cotangent, mixer.detach(), row_start, zero_future=True,
+                                            precision=precision)
     torch.testing.assert_close(got_maps, want_maps.masked_fill(future, 0.0))
     torch.testing.assert_close(got_mixer, want_mixer, rtol=1e-5, atol=1e-4)
 

@@ -13,7 +13,8 @@ if not CUDA:
 pytest.importorskip("triton")
 
 from mta.ops.reference import qk_conv  # noqa: E402
-from mta.ops.triton.stencil import BLOCK_M, BLOCK_R, qk_conv_stencil  # noqa: E402
+from mta.ops.triton.maps import DOT_PRECISIONS  # noqa: E402
+from mta.ops.triton.stencil import BLOCK_M, BLOCK_R, conv_maps_kernel_grad, qk_conv_stencil  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 
@@ -43,6 +44,22 @@ def test_stencil_equals_depthwise_conv(batch, heads, rows, cols, c_q, c_k):
     torch.testing.assert_close(got.double().cpu(), expected, rtol=1e-5, atol=1e-5)
     for name, g, w in zip(("scores", "kernel"), got_grads, expected_grads):
         torch.testing.assert_close(g.double().cpu(), w, rtol=1e-5, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")
+
+
+# the kernel gradient's tile products on tensor cores: tf32x3 keeps float32's accuracy, tf32 about 1e-3
+PRECISION_TOLERANCES = {"ieee": 1e-5, "tf32x3": 1e-5, "tf32": 1e-2}
+
+
+@pytest.mark.parametrize("precision", DOT_PRECISIONS)
+def test_kernel_gradient_in_each_dot_precision(precision):
+    gen = torch.Generator().manual_seed(5)
+    scores, d_out = (torch.randn(2, 2, 2 * BLOCK_R + 3, BLOCK_M + 7, generator=gen) for _ in range(2))
+    kernel = torch.randn(2, 6, 11, generator=gen)
+    exact = kernel.double().requires_grad_()
+    want = torch.autograd.grad(qk_conv(scores.double(), exact), exact, d_out.double())[0]
+    got = conv_maps_kernel_grad(scores.to(DEVICE), d_out.to(DEVICE), kernel.to(DEVICE), precision)
+    tol = PRECISION_TOLERANCES[precision]
+    torch.testing.assert_close(got.double().cpu(), want, rtol=tol, atol=tol * want.abs().max().item())
 
 
 def test_stencil_writes_every_element():

@@ -6,10 +6,7 @@ heads, 96× with 6×11 convolutions). Here each block of query rows materialises
 scores and the weighted sum of values are GEMMs of the input dtype accumulated in float32 (`matmul_float32`),
 the convolutions are the Triton stencil (`stencil.conv_maps`), head mixing is `maps.mix_maps` (which also writes
 the softmax's -inf mask) and the softmax is torch's. The backward is written out (no autograd graph): it
-recomputes one block's maps, then goes back through them step by step. Blocks without convolutions whose two
-mixers share one grouping (talking heads) keep only the scores and the final weights in memory: the kernels
-`maps.mixed_*` recompute the mixed logits and probabilities per tile from the scores and each row's
-log-sum-exp. Memory: a few maps of one block
+recomputes one block's maps, then goes back through them step by step. Memory: a few maps of one block
 (`BLOCK_ELEMENTS` elements each) plus O(N) per head; only q, k, v, kernels and mixers are saved.
 
 Rows of a block start `halo` rows early (the query-direction convolutions read earlier rows); those rows only
@@ -25,15 +22,16 @@ import torch.nn.functional as F
 
 from ..chunked import halo_rows
 from ..reference import causal_future, expand_kv
-from .maps import mix_maps, mix_maps_backward, mixed_softmax_rows, mixed_weights, mixed_weights_backward
+from .maps import mix_maps, mix_maps_backward
 from .stencil import conv_maps, conv_maps_kernel_grad
 
 BLOCK_ELEMENTS = 1 << 26  # elements of one float32 [B, H, rows, N] map block (256 MB)
 MIN_BLOCK_ROWS = 16
 # The map kernels' tile products (maps.DOT_PRECISIONS) for float16/bfloat16 inputs; float32 inputs get "ieee".
-HALF_INPUT_PRECISION = "ieee"
-# Whether talking-heads blocks (no convolution, one grouping) take the fused `maps.mixed_*` kernels.
-TALKING_HEADS_KERNELS = True
+# On the H200 at 8k (benchmarks/results/map_kernels_sweep.json) "tf32x3" took C from 298 to 200 ms and D from 68
+# to 63 ms against "ieee", and moved the bf16 output and gradients by 1e-4 of their RMS (bf16 rounding: 4e-3);
+# "tf32" was faster still (176 and 53 ms) but moved them by 3.4e-3.
+HALF_INPUT_PRECISION = "tf32x3"
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -151,51 +149,6 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     grads["k"] += d_k if scale == 1.0 else d_k.mul_(scale)
 
 
-def talking_heads_mixers(params: tuple, scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(pre, post) float32 mixers [G, c, c] for the talking-heads kernels of `maps` when the block has no
-    convolution and its mixers share one grouping (a missing one is the identity; the scale left by
-    `fold_scale` goes into the pre mixer); None otherwise."""
-    kernel_pre, kernel_post, mix_pre, mix_post = params
-    if not TALKING_HEADS_KERNELS or kernel_pre is not None or kernel_post is not None:
-        return None
-    if mix_pre is None and mix_post is None:
-        return None
-    if mix_pre is not None and mix_post is not None and mix_pre.shape != mix_post.shape:
-        return None
-    given = mix_pre if mix_pre is not None else mix_post
-    identity = torch.eye(given.shape[1], device=given.device).expand(given.shape)
-    pre = identity * scale if mix_pre is None else mix_pre * scale
-    return pre.contiguous(), (identity if mix_post is None else mix_post).contiguous()
-
-
-def talking_heads_block(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int,
-                        mixers: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(scores float32, rows' log-sum-exp, final weights in q's dtype) of a talking-heads block [B, H, R, M]."""
-    scores = matmul_float32(q_rows, keys.transpose(-1, -2))
-    precision = dot_precision(q_rows.dtype)
-    lse = mixed_softmax_rows(scores, *mixers, row_start, precision=precision)
-    return scores, lse, mixed_weights(scores, *mixers, lse, row_start, q_rows.dtype, precision)
-
-
-def talking_heads_backward(d_out_rows: torch.Tensor, q_rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                           row_start: int, mixers: tuple[torch.Tensor, torch.Tensor], grads: dict) -> None:
-    """`block_backward` for a talking-heads block (no halo rows): the gradients of the block's scaled, mixed
-    softmax through the kernels of `maps`. grads as in block_backward; "head_mix_pre"/"head_mix_post" get the
-    gradients of the mixers as passed (the caller undoes the folded scale)."""
-    scores, lse, weights = talking_heads_block(q_rows, keys, row_start, mixers)
-    grads["v"] += matmul_float32(weights.transpose(-1, -2), d_out_rows)
-    del weights
-    d_weights = matmul_float32(d_out_rows, values.transpose(-1, -2))
-    d_scores, d_pre, d_post = mixed_weights_backward(scores, d_weights, *mixers, lse, row_start, q_rows.dtype,
-                                                     dot_precision(q_rows.dtype))
-    del scores, d_weights
-    for name, d_mix in (("head_mix_pre", d_pre), ("head_mix_post", d_post)):
-        if name in grads:
-            grads[name] += d_mix
-    grads["q"] += matmul_float32(d_scores, keys)
-    grads["k"] += matmul_float32(d_scores.transpose(-1, -2), q_rows)
-
-
 PARAM_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
 
 
@@ -224,15 +177,11 @@ class BlockedMapsMTA(torch.autograd.Function):
     def forward(ctx, q, k, v, kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale, block_rows):
         given = (kernel_pre, kernel_post, head_mix_pre, head_mix_post)
         params, _, scale_left = fold_scale(given, scale)
-        mixers = talking_heads_mixers(params, scale_left)
         keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
         out = q.new_empty(q.shape[:3] + v.shape[3:])
         for start, end, row_start in block_bounds(q.shape[2], block_rows, halo_rows(kernel_pre, kernel_post)):
-            if mixers is not None:
-                weights = talking_heads_block(q[:, :, start:end], keys[:, :, :end], start, mixers)[2]
-            else:
-                weights = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale_left,
-                                     keep=False).weights
+            weights = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale_left,
+                                 keep=False).weights
             out[:, :, start:end] = matmul_float32(weights[:, :, start - row_start:], values[:, :, :end])
         ctx.save_for_backward(q, k, v, *given)
         ctx.config = (scale, block_rows)
@@ -243,7 +192,6 @@ class BlockedMapsMTA(torch.autograd.Function):
         q, k, v, *given = ctx.saved_tensors
         scale, block_rows = ctx.config
         params, scaled, scale_left = fold_scale(given, scale)
-        mixers = talking_heads_mixers(params, scale_left)
         keys, values = expand_kv(k, q.shape[1]), expand_kv(v, q.shape[1])
         grad_out = grad_out.to(q.dtype)
         totals = {"q": torch.zeros(q.shape, dtype=torch.float32, device=q.device),
@@ -254,10 +202,6 @@ class BlockedMapsMTA(torch.autograd.Function):
             grads = {"q": totals["q"][:, :, row_start:end], "k": totals["k"][:, :, :end],
                      "v": totals["v"][:, :, :end]}
             grads.update({name: totals[name] for name in PARAM_NAMES if name in totals})
-            if mixers is not None:
-                talking_heads_backward(grad_out[:, :, start:end], q[:, :, start:end], keys[:, :, :end],
-                                       values[:, :, :end], start, mixers, grads)
-                continue
             maps = block_maps(q[:, :, row_start:end], keys[:, :, :end], row_start, params, scale_left, keep=True)
             block_backward(maps, grad_out[:, :, start:end], q[:, :, row_start:end], keys[:, :, :end],
                            values[:, :, :end], row_start, params, scale_left, grads)
