@@ -356,6 +356,37 @@ def triton_profile(results: dict) -> str:
     return "\n".join(lines)
 
 
+def map_kernels_sweep(results: dict) -> str:
+    """The map-block kernels' tl.dot precision: C and D's forward+backward time (D also through the talking-heads
+    kernels that the run at 7255edf compared, since removed) and the accuracy of each precision."""
+    sdpa_ms = results["sdpa"]["total_ms"]
+    worst = {(row["config"], row["precision"]): row["worst_relative_rms"] for row in results["accuracy"]}
+    moved = results["deviation_from_ieee"]
+    fused_d = any(row.get("talking_heads") for row in results["timings"])
+    lines = ["| precision | C | D | " + ("D, talking-heads kernels | " if fused_d else "")
+             + "worst rel. RMS vs fp32 reference (C, D) | output moved vs ieee (C, D) |",
+             "|---|---:|---:|" + ("---:|" if fused_d else "") + "---:|---:|"]
+
+    def cell(config: str, precision: str, fused: bool) -> str:
+        rows = [row for row in results["timings"] if row["config"] == config and row["precision"] == precision
+                and row.get("row_tiles", [16, 16]) == [16, 16] and (config == "C" or row.get("talking_heads", False) == fused)]
+        return f"{rows[0]['total_ms']:.1f} ms ({rows[0]['total_ms'] / sdpa_ms:.1f}×)" if rows else "—"
+
+    for precision in dict.fromkeys(row["precision"] for row in results["timings"]):
+        shift = "—" if precision not in moved["C"] else \
+            f"{moved['C'][precision]['output']:.1e}, {moved['D'][precision]['output']:.1e}"
+        timings = [cell("C", precision, False), cell("D", precision, False)] + ([cell("D", precision, True)] if fused_d else [])
+        lines.append(f"| {precision} | " + " | ".join(timings) + f" | {worst[('C', precision)]:.4f}, "
+                     f"{worst[('D', precision)]:.4f} | {shift} |")
+    settings = results["settings"]
+    lines += ["", f"Forward+backward, bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, "
+              f"B = {settings['batch']}, H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run. "
+              f"Accuracy at N = {settings['accuracy_seq_len']:,}; \"output moved\": relative RMS between the bf16 "
+              f"outputs in this precision and in ieee, queries scaled {settings['sharpness']:g}×. Rows: "
+              "benchmarks/results/map_kernels_sweep.json.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 def op_speed_gpu_stencil(results: dict) -> str:
     """A run of the materialised backends only: the targets of the configurations it measured, fwd+bwd time and
     peak memory, d = 128."""
@@ -796,6 +827,8 @@ TABLES = {
     "triton_accuracy_grad": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_grad.json"),
                              triton_accuracy),
     "model_throughput_grad": model_throughput_run_table("model_throughput_grad.json"),
+    "map_kernels_sweep": (lambda: load_json(ROOT / "benchmarks" / "results" / "map_kernels_sweep.json"),
+                          map_kernels_sweep),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),
