@@ -113,3 +113,5 @@ def test_mix_maps_matches_head_mix(heads, size, precision):
 def test_mix_maps_rejects_mismatched_mixer():
     with pytest.raises(ValueError, match="G·c = H"):
         mix_maps(torch.zeros(1, 4, 2, 2, device=DEVICE), torch.zeros(1, 2, 2, device=DEVICE))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        mix_maps(torch.zeros(1, 4, 2, 2, device=DEVICE), torch.zeros(2, 2, 2, device=DEVICE), precision="fp16")

@@ -87,7 +87,13 @@ def _stripes(positions: int, maps: int) -> tuple[int, int]:
     return steps, triton.cdiv(blocks, steps)
 
 
-def _check(x: torch.Tensor, mixer: torch.Tensor) -> None:
+def check_precision(precision: str) -> None:
+    if precision not in DOT_PRECISIONS:
+        raise ValueError(f"precision must be one of {DOT_PRECISIONS}, got {precision!r}")
+
+
+def _check(x: torch.Tensor, mixer: torch.Tensor, precision: str) -> None:
+    check_precision(precision)
     if x.dim() != 4 or mixer.dim() != 3 or mixer.shape[1] != mixer.shape[2] or mixer.shape[0] * mixer.shape[1] != x.shape[1]:
         raise ValueError(f"maps must be [B, H, R, M] and mixer [G, c, c] with G·c = H, got {tuple(x.shape)} and "
                          f"{tuple(mixer.shape)}")
@@ -103,7 +109,7 @@ def mix_maps(x: torch.Tensor, mixer: torch.Tensor, row_start: int = 0, fill: flo
     g·c+i into g·c+o. fill: written at the future positions (key > query) when given. precision: the products'
     (`DOT_PRECISIONS`). Returns [B, H, R, M] in out_dtype (default x's), accumulated in float32.
     """
-    _check(x, mixer)
+    _check(x, mixer, precision)
     batch, n_heads, rows, cols = x.shape
     groups, size, _ = mixer.shape
     out = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
@@ -119,7 +125,7 @@ def mix_maps_backward(x: torch.Tensor, d_out: torch.Tensor, mixer: torch.Tensor,
                       precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of `mix_maps(x, mixer, precision=precision)` given d_out [B, H, R, M]: (d_x in out_dtype
     (default x's), with zeros at the future positions when zero_future; d_mixer [G, c, c] float32)."""
-    _check(x, mixer)
+    _check(x, mixer, precision)
     batch, n_heads, rows, cols = x.shape
     groups, size, _ = mixer.shape
     steps, stripes = _stripes(rows * cols, batch * groups)

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter  # noqa: F401  (patches Triton's interpreter before any launch)
+from .maps import check_precision
 
 BLOCK_R, BLOCK_M = 16, 64  # output tile: query rows × keys
 GRAD_BLOCK_R, GRAD_BLOCK_M = 32, 16  # the kernel gradient's tiles: rows (the products' inner dimension) × keys
@@ -134,6 +135,7 @@ def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Te
                           precision: str = "ieee") -> torch.Tensor:
     """The gradient of conv_maps(x, kernel) with respect to kernel, given d_out: [H, c_q, c_k] in kernel's dtype.
     precision: the tile products' tl.dot input precision (`maps.DOT_PRECISIONS`)."""
+    check_precision(precision)
     batch, n_heads, rows, cols = x.shape
     c_q, c_k = kernel.shape[1:]
     key_tiles, row_tiles = triton.cdiv(cols, GRAD_BLOCK_M), triton.cdiv(rows, GRAD_BLOCK_R)
