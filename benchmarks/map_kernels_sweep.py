@@ -8,10 +8,15 @@ inputs and timing, SDPA measured in the same process), measures the relative RMS
 gradient against the float32 reference at N = 1k (triton_accuracy's inputs), and against the "ieee" run of the
 same bf16 inputs with the queries scaled 4× (sharper attention: the logits' rounding matters more).
 
+With --block-elements E …, it instead times C and D (default precision) with map blocks of 2^E elements
+(`blocked.BLOCK_ELEMENTS`), peak memory included: fewer, larger blocks mean fewer kernel launches and less
+host time per launch, at more memory.
+
 The committed benchmarks/results/map_kernels_sweep.json (commit 7255edf) also timed D through fused
 talking-heads kernels (since removed: slower than the general path in every precision) and their row tiles.
 
     python benchmarks/map_kernels_sweep.py       # CUDA only → benchmarks/results/map_kernels_sweep.json
+    python benchmarks/map_kernels_sweep.py --block-elements 25 26 27 28 --out benchmarks/results/map_block_sweep.json
 """
 
 from __future__ import annotations
@@ -53,10 +58,23 @@ def deviation_from_ieee(config: str, device: torch.device) -> dict[str, dict]:
                         zip(names, runs[precision], runs["ieee"])} for precision in PRECISIONS[1:]}
 
 
+def time_configs(results: dict, label: dict, repeats: int, device: torch.device, out: Path) -> None:
+    """Time C and D under the current settings; rows tagged with `label` go to results["timings"]."""
+    for config in ("C", "D"):
+        row = measure_speed(Measurement(config, HEAD_DIM, SEQ_LEN, BATCH, "triton"), repeats, device)
+        row.update(label, ratio_to_sdpa=row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"])
+        results["timings"].append(row)
+        print({k: row.get(k) for k in (*label, "config", "status", "forward_ms", "backward_ms", "total_ms",
+                                       "peak_mib", "ratio_to_sdpa")}, flush=True)
+        write_json_atomic(out, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--block-elements", type=int, nargs="+", metavar="E",
+                        help="time map blocks of 2^E elements instead of sweeping the precision")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("map_kernels_sweep.py needs a CUDA device")
@@ -67,15 +85,15 @@ def main() -> None:
                "sdpa": measure_speed(Measurement(None, HEAD_DIM, SEQ_LEN, BATCH, "sdpa"), args.repeats, device),
                "timings": [], "accuracy": [], "deviation_from_ieee": {}}
     print("sdpa", round(results["sdpa"].get("total_ms", float("nan")), 3), "ms", flush=True)
+    if args.block_elements:
+        for exponent in args.block_elements:
+            blocked.BLOCK_ELEMENTS = 1 << exponent
+            time_configs(results, {"block_elements_log2": exponent}, args.repeats, device, args.out)
+        print(f"wrote {args.out}")
+        return
     for precision in PRECISIONS:
         blocked.HALF_INPUT_PRECISION = precision
-        for config in ("C", "D"):
-            row = measure_speed(Measurement(config, HEAD_DIM, SEQ_LEN, BATCH, "triton"), args.repeats, device)
-            row.update(precision=precision, ratio_to_sdpa=row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"])
-            results["timings"].append(row)
-            print({k: row.get(k) for k in ("config", "precision", "status", "forward_ms", "backward_ms", "total_ms",
-                                           "ratio_to_sdpa")}, flush=True)
-            write_json_atomic(args.out, results)
+        time_configs(results, {"precision": precision}, args.repeats, device, args.out)
     for precision in PRECISIONS:
         blocked.HALF_INPUT_PRECISION = precision
         for config in ("C", "D"):
