@@ -387,6 +387,25 @@ def map_kernels_sweep(results: dict) -> str:
     return "\n".join(lines)
 
 
+def map_block_sweep(results: dict) -> str:
+    """C and D's forward+backward time and peak memory for each map-block size (map_kernels_sweep.py
+    --block-elements)."""
+    sdpa_ms, settings = results["sdpa"]["total_ms"], results["settings"]
+    lines = ["| block elements | query rows per block | C fwd+bwd | C peak memory | D fwd+bwd | D peak memory |",
+             "|---|---:|---:|---:|---:|---:|"]
+    exponents = dict.fromkeys(row["block_elements_log2"] for row in results["timings"])
+    for exponent in exponents:
+        rows = {row["config"]: row for row in results["timings"] if row["block_elements_log2"] == exponent}
+        per_block = (1 << exponent) // (settings["batch"] * settings["heads"] * settings["seq_len"])
+        cells = [f"{rows[c]['total_ms']:.1f} ms ({rows[c]['total_ms'] / sdpa_ms:.1f}×) | "
+                 f"{rows[c]['peak_mib'] / 1024:.1f} GiB" for c in ("C", "D")]
+        lines.append(f"| 2^{exponent} | {per_block} | " + " | ".join(cells) + " |")
+    lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
+              f"H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run; peak memory above the "
+              "inputs. Rows: benchmarks/results/map_block_sweep.json.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
 def op_speed_gpu_stencil(results: dict) -> str:
     """A run of the materialised backends only: the targets of the configurations it measured, fwd+bwd time and
     peak memory, d = 128."""
@@ -829,6 +848,11 @@ TABLES = {
     "model_throughput_grad": model_throughput_run_table("model_throughput_grad.json"),
     "map_kernels_sweep": (lambda: load_json(ROOT / "benchmarks" / "results" / "map_kernels_sweep.json"),
                           map_kernels_sweep),
+    "op_speed_gpu_tf32x3": op_speed_gpu_run_table("op_speed_gpu_tf32x3.json"),
+    "triton_accuracy_tf32x3": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_tf32x3.json"),
+                               triton_accuracy),
+    "map_block_sweep": (lambda: load_json(ROOT / "benchmarks" / "results" / "map_block_sweep.json"), map_block_sweep),
+    "model_throughput_block27": model_throughput_run_table("model_throughput_block27.json"),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),

@@ -25,7 +25,10 @@ from ..reference import causal_future, expand_kv
 from .maps import mix_maps, mix_maps_backward
 from .stencil import conv_maps, conv_maps_kernel_grad
 
-BLOCK_ELEMENTS = 1 << 26  # elements of one float32 [B, H, rows, N] map block (256 MB)
+# Elements of one float32 [B, H, rows, N] map block (512 MB). Each block costs a few dozen launches and their
+# host time: on the H200 at 8k (benchmarks/results/map_block_sweep.json) 2^25, 2^26, 2^27, 2^28 took D 117, 69,
+# 55, 54 ms and C 286, 200, 174, 168 ms, at D 1.1, 1.7, 3.0, 5.6 GB and C 1.3, 2.1, 3.6, 6.7 GB of peak memory.
+BLOCK_ELEMENTS = 1 << 27
 MIN_BLOCK_ROWS = 16
 # The map kernels' tile products (maps.DOT_PRECISIONS) for float16/bfloat16 inputs; float32 inputs get "ieee".
 # On the H200 at 8k (benchmarks/results/map_kernels_sweep.json) "tf32x3" took C from 298 to 200 ms and D from 68
