@@ -77,8 +77,7 @@ def _stencil_kernel(X, W, Y, H, R, M, ROW_START, C_Q: tl.constexpr, C_K: tl.cons
 @triton.jit
 def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexpr, C_K: tl.constexpr,
                         TAPS: tl.constexpr, C_Q_PAD: tl.constexpr, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
-                        BLOCK_R: tl.constexpr,
-                        BLOCK_M: tl.constexpr):
+                        BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
     j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's BLOCK_M columns.
 
