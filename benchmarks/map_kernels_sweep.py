@@ -10,13 +10,15 @@ same bf16 inputs with the queries scaled 4× (sharper attention: the logits' rou
 
 With --block-elements E …, it instead times C and D (default precision) with map blocks of 2^E elements
 (`blocked.BLOCK_ELEMENTS`), peak memory included: fewer, larger blocks mean fewer kernel launches and less
-host time per launch, at more memory.
+host time per launch, at more memory. With --tap-rows T …, it times C with T tap rows per program of the q–k
+convolution's kernel gradient (`stencil.GRAD_TAP_ROWS`).
 
 The committed benchmarks/results/map_kernels_sweep.json (commit 7255edf) also timed D through fused
 talking-heads kernels (since removed: slower than the general path in every precision) and their row tiles.
 
     python benchmarks/map_kernels_sweep.py       # CUDA only → benchmarks/results/map_kernels_sweep.json
     python benchmarks/map_kernels_sweep.py --block-elements 25 26 27 28 --out benchmarks/results/map_block_sweep.json
+    python benchmarks/map_kernels_sweep.py --tap-rows 1 2 4 8 --out benchmarks/results/map_tap_rows_sweep.json
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 from mta.ops import mta_attention
-from mta.ops.triton import blocked
+from mta.ops.triton import blocked, stencil
 from mta.profiling import write_json_atomic
 from mta.provenance import run_metadata
 from op_speed_gpu import Measurement, measure as measure_speed
@@ -58,9 +60,10 @@ def deviation_from_ieee(config: str, device: torch.device) -> dict[str, dict]:
                         zip(names, runs[precision], runs["ieee"])} for precision in PRECISIONS[1:]}
 
 
-def time_configs(results: dict, label: dict, repeats: int, device: torch.device, out: Path) -> None:
-    """Time C and D under the current settings; rows tagged with `label` go to results["timings"]."""
-    for config in ("C", "D"):
+def time_configs(results: dict, label: dict, repeats: int, device: torch.device, out: Path,
+                 configs: tuple[str, ...] = ("C", "D")) -> None:
+    """Time `configs` under the current settings; rows tagged with `label` go to results["timings"]."""
+    for config in configs:
         row = measure_speed(Measurement(config, HEAD_DIM, SEQ_LEN, BATCH, "triton"), repeats, device)
         row.update(label, ratio_to_sdpa=row.get("total_ms", float("nan")) / results["sdpa"]["total_ms"])
         results["timings"].append(row)
@@ -75,6 +78,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--block-elements", type=int, nargs="+", metavar="E",
                         help="time map blocks of 2^E elements instead of sweeping the precision")
+    parser.add_argument("--tap-rows", type=int, nargs="+", metavar="T",
+                        help="time C with T tap rows per kernel-gradient program instead of sweeping the precision")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("map_kernels_sweep.py needs a CUDA device")
@@ -89,6 +94,12 @@ def main() -> None:
         for exponent in args.block_elements:
             blocked.BLOCK_ELEMENTS = 1 << exponent
             time_configs(results, {"block_elements_log2": exponent}, args.repeats, device, args.out)
+        print(f"wrote {args.out}")
+        return
+    if args.tap_rows:
+        for tap_rows in args.tap_rows:
+            stencil.GRAD_TAP_ROWS = tap_rows
+            time_configs(results, {"tap_rows": tap_rows}, args.repeats, device, args.out, configs=("C",))
         print(f"wrote {args.out}")
         return
     for precision in PRECISIONS:

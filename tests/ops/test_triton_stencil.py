@@ -13,6 +13,7 @@ if not CUDA:
 pytest.importorskip("triton")
 
 from mta.ops.reference import qk_conv  # noqa: E402
+from mta.ops.triton import stencil  # noqa: E402
 from mta.ops.triton.maps import DOT_PRECISIONS  # noqa: E402
 from mta.ops.triton.stencil import BLOCK_M, BLOCK_R, conv_maps_kernel_grad, qk_conv_stencil  # noqa: E402
 
@@ -60,6 +61,18 @@ def test_kernel_gradient_in_each_dot_precision(precision):
     got = conv_maps_kernel_grad(scores.to(DEVICE), d_out.to(DEVICE), kernel.to(DEVICE), precision)
     tol = PRECISION_TOLERANCES[precision]
     torch.testing.assert_close(got.double().cpu(), want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+@pytest.mark.parametrize("tap_rows", [1, 4, 8])  # 4: the second group of the 6 tap rows is half empty
+def test_kernel_gradient_with_any_tap_rows_per_program(monkeypatch, tap_rows):
+    monkeypatch.setattr(stencil, "GRAD_TAP_ROWS", tap_rows)
+    gen = torch.Generator().manual_seed(tap_rows)
+    scores, d_out = (torch.randn(1, 2, 2 * BLOCK_R + 3, BLOCK_M + 7, generator=gen) for _ in range(2))
+    kernel = torch.randn(2, 6, 11, generator=gen)
+    exact = kernel.double().requires_grad_()
+    want = torch.autograd.grad(qk_conv(scores.double(), exact), exact, d_out.double())[0]
+    got = stencil.conv_maps_kernel_grad(scores.to(DEVICE), d_out.to(DEVICE), kernel.to(DEVICE))
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-5, atol=1e-4)
 
 
 def test_stencil_writes_every_element():

@@ -24,6 +24,10 @@ from .maps import check_precision
 BLOCK_R, BLOCK_M = 16, 64  # output tile: query rows × keys
 GRAD_BLOCK_R, GRAD_BLOCK_M = 32, 16  # the kernel gradient's tiles: rows (the products' inner dimension) × keys
 GRAD_PROGRAMS = 4096  # aim for about this many programs in the kernel-gradient launch (stripes × tiles × maps)
+# Tap rows (a power of 2) per kernel-gradient program; 8 covers the paper's 6 rows in one program, as measured on
+# the H200 (C's two passes: 72 ms at 8k, benchmarks/results/triton_profile_tf32x3.json). Fewer rows per program
+# keep its tiles small (an [8·32]-wide window of float32 rows may spill registers); not yet measured.
+GRAD_TAP_ROWS = 8
 
 
 # As in token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter (CPU tests).
@@ -76,27 +80,31 @@ def _stencil_kernel(X, W, Y, H, R, M, ROW_START, C_Q: tl.constexpr, C_K: tl.cons
 
 @triton.jit
 def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexpr, C_K: tl.constexpr,
-                        TAPS: tl.constexpr, C_Q_PAD: tl.constexpr, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
+                        TAPS: tl.constexpr, TAP_ROWS: tl.constexpr, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Grid (key tiles, row stripes, B·H): PARTIAL[bh, stripe, key tile, a·C_K + b] = Σ DY[i, j] X[i - (C_Q-1) + a,
-    j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's BLOCK_M columns.
+    """Grid (key tiles, row stripes × tap-row groups, B·H): PARTIAL[bh, program, a·C_K + b] = Σ DY[i, j]
+    X[i - (C_Q-1) + a, j - (C_K-1)/2 + b] over the stripe's TILES_PER_STRIPE row tiles and the key tile's BLOCK_M
+    columns, for the TAP_ROWS tap rows a of the program's group (0 for the other taps).
 
     As products of tiles: with the window of X read by the key tile, columns col0 - (C_K-1)/2 + w for w < WINDOW,
-    G[j, a·WINDOW + w] = Σ_i DY[i, col0 + j] X[i - (C_Q-1) + a, col0 - (C_K-1)/2 + w] is one float32 tl.dot per
-    row tile (the rows are its inner dimension), and tap (a, b) is the diagonal sum Σ_j G[j, a·WINDOW + j + b],
-    taken once per program. No reduction per tap and tile (they made the element-wise version ~8× slower than the
-    stencil itself on the H200)."""
-    key_tile, stripe, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    G[j, t·WINDOW + w] = Σ_i DY[i, col0 + j] X[i - (C_Q-1) + a0 + t, col0 - (C_K-1)/2 + w] is one float32 tl.dot
+    per row tile (the rows are its inner dimension), and tap (a0 + t, b) is the diagonal sum
+    Σ_j G[j, t·WINDOW + j + b], taken once per program. No reduction per tap and tile (they made the element-wise
+    version ~8× slower than the stencil itself on the H200). Fewer tap rows per program: smaller tiles (registers)
+    and more programs, each reading DY again."""
+    key_tile, stripe_group, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    groups = (C_Q + TAP_ROWS - 1) // TAP_ROWS
+    stripe, first_tap_row = stripe_group // groups, (stripe_group % groups) * TAP_ROWS
     col0 = key_tile * BLOCK_M
     cols = col0 + tl.arange(0, BLOCK_M)
     X += bh * R * M
     DY += bh * R * M
     half = (C_K - 1) // 2
-    window = tl.arange(0, C_Q_PAD * WINDOW)  # column a·WINDOW + w of G
-    tap_row, shift = window // WINDOW, window % WINDOW
+    window = tl.arange(0, TAP_ROWS * WINDOW)  # column t·WINDOW + w of G
+    tap_row, shift = first_tap_row + window // WINDOW, window % WINDOW
     src_cols = col0 - half + shift
     cols_ok = (tap_row < C_Q) & (src_cols >= 0) & (src_cols < M)
-    g = tl.zeros([BLOCK_M, C_Q_PAD * WINDOW], dtype=tl.float32)
+    g = tl.zeros([BLOCK_M, TAP_ROWS * WINDOW], dtype=tl.float32)
     for tile in range(TILES_PER_STRIPE):
         rows = (stripe * TILES_PER_STRIPE + tile) * BLOCK_R + tl.arange(0, BLOCK_R)
         dy = tl.load(DY + rows[:, None] * M + cols[None, :], mask=(rows < R)[:, None] & (cols < M)[None, :],
@@ -108,12 +116,12 @@ def _kernel_grad_kernel(X, DY, PARTIAL, R, M, TILES_PER_STRIPE, C_Q: tl.constexp
     diagonal = shift[None, :] - tl.arange(0, BLOCK_M)[:, None]  # b where w = j + b
     taps = tl.arange(0, TAPS)
     totals = tl.zeros([TAPS], dtype=tl.float32)
-    for a in tl.static_range(C_Q):
+    for t in tl.static_range(TAP_ROWS):
         for b in tl.static_range(C_K):
-            total = tl.sum(tl.sum(tl.where((tap_row[None, :] == a) & (diagonal == b), g, 0.0), 1), 0)
-            totals = tl.where(taps == a * C_K + b, total, totals)
+            total = tl.sum(tl.sum(tl.where((tap_row[None, :] == first_tap_row + t) & (diagonal == b), g, 0.0), 1), 0)
+            totals = tl.where(taps == (first_tap_row + t) * C_K + b, total, totals)
     programs = tl.num_programs(0) * tl.num_programs(1)
-    slot = (bh * programs + stripe * tl.num_programs(0) + key_tile) * TAPS
+    slot = (bh * programs + stripe_group * tl.num_programs(0) + key_tile) * TAPS
     tl.store(PARTIAL + slot + taps, totals, mask=taps < C_Q * C_K)
 
 
@@ -137,16 +145,18 @@ def conv_maps_kernel_grad(x: torch.Tensor, d_out: torch.Tensor, kernel: torch.Te
     check_precision(precision)
     batch, n_heads, rows, cols = x.shape
     c_q, c_k = kernel.shape[1:]
+    tap_rows = min(GRAD_TAP_ROWS, triton.next_power_of_2(c_q))
+    groups = triton.cdiv(c_q, tap_rows)
     key_tiles, row_tiles = triton.cdiv(cols, GRAD_BLOCK_M), triton.cdiv(rows, GRAD_BLOCK_R)
-    stripes = max(1, min(row_tiles, GRAD_PROGRAMS // (key_tiles * batch * n_heads)))
+    stripes = max(1, min(row_tiles, GRAD_PROGRAMS // (key_tiles * groups * batch * n_heads)))
     tiles_per_stripe = triton.cdiv(row_tiles, stripes)
     stripes = triton.cdiv(row_tiles, tiles_per_stripe)
     taps = triton.next_power_of_2(c_q * c_k)
-    partial = torch.empty((batch, n_heads, stripes * key_tiles, taps), dtype=torch.float32, device=x.device)
-    _kernel_grad_kernel[(key_tiles, stripes, batch * n_heads)](
-        x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps,
-        C_Q_PAD=triton.next_power_of_2(c_q), WINDOW=max(16, triton.next_power_of_2(GRAD_BLOCK_M + c_k - 1)),
-        PRECISION=precision, BLOCK_R=GRAD_BLOCK_R, BLOCK_M=GRAD_BLOCK_M,
+    partial = torch.empty((batch, n_heads, stripes * groups * key_tiles, taps), dtype=torch.float32, device=x.device)
+    _kernel_grad_kernel[(key_tiles, stripes * groups, batch * n_heads)](
+        x, d_out, partial, rows, cols, tiles_per_stripe, C_Q=c_q, C_K=c_k, TAPS=taps, TAP_ROWS=tap_rows,
+        WINDOW=max(16, triton.next_power_of_2(GRAD_BLOCK_M + c_k - 1)), PRECISION=precision, BLOCK_R=GRAD_BLOCK_R,
+        BLOCK_M=GRAD_BLOCK_M,
     )
     return partial.sum((0, 2))[:, : c_q * c_k].view(n_heads, c_q, c_k).to(kernel.dtype)
 
