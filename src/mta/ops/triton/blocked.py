@@ -79,7 +79,9 @@ def block_maps(q_rows: torch.Tensor, keys: torch.Tensor, row_start: int, params:
     backward differentiates through.
     """
     kernel_pre, kernel_post, mix_pre, mix_post = params
-    future = causal_future(q_rows.shape[2], keys.shape[2], row_start, q_rows.device)
+    # the mixing kernel writes the softmax's mask itself: without a pre-softmax conv, no mask is built
+    needs_mask = kernel_pre is not None or mix_pre is None
+    future = causal_future(q_rows.shape[2], keys.shape[2], row_start, q_rows.device) if needs_mask else None
     precision = dot_precision(q_rows.dtype)
     maps = BlockMaps(weights=None)
     scores = matmul_float32(q_rows, keys.transpose(-1, -2))
@@ -116,19 +118,18 @@ def block_backward(maps: BlockMaps, d_out_rows: torch.Tensor, q_rows: torch.Tens
     kernel_pre, kernel_post, mix_pre, mix_post = params
     rows, cols = q_rows.shape[2], keys.shape[2]
     halo = rows - d_out_rows.shape[2]
-    future = causal_future(rows, cols, row_start, q_rows.device)
     precision = dot_precision(q_rows.dtype)
     grads["v"] += matmul_float32(maps.weights[:, :, halo:].transpose(-1, -2), d_out_rows)
     maps.weights = None
     # zero output gradients for the halo rows: a few more GEMM rows instead of a padded copy of the map
-    d_weights = matmul_float32(F.pad(d_out_rows, (0, 0, halo, 0)), values.transpose(-1, -2))
+    d_weights = matmul_float32(F.pad(d_out_rows, (0, 0, halo, 0)) if halo else d_out_rows, values.transpose(-1, -2))
     if mix_post is not None:
         d_weights, d_mix = mix_maps_backward(maps.mix_post_input, d_weights, mix_post, row_start,
                                              zero_future=kernel_post is not None, precision=precision)
         grads["head_mix_post"] += d_mix
         maps.mix_post_input = None
     elif kernel_post is not None:
-        d_weights.masked_fill_(future, 0.0)
+        d_weights.masked_fill_(causal_future(rows, cols, row_start, q_rows.device), 0.0)
     if kernel_post is not None:
         grads["kernel_post"] += conv_maps_kernel_grad(maps.probs, d_weights, kernel_post, precision)
         d_weights = conv_maps(d_weights, kernel_post, adjoint=True)
