@@ -32,6 +32,13 @@ def halo_rows(kernel_pre: torch.Tensor | None, kernel_post: torch.Tensor | None)
     return sum(kernel.shape[1] - 1 for kernel in (kernel_pre, kernel_post) if kernel is not None)
 
 
+def block_bounds(seq_len: int, block_rows: int, halo: int):
+    """(start, end, row_start) of each block: output rows [start, end), computed from row row_start = start - halo
+    (at least 0) on."""
+    for start in range(0, seq_len, block_rows):
+        yield start, min(start + block_rows, seq_len), max(0, start - halo)
+
+
 def dropout_keep_mask(
     shape: tuple[int, ...], dropout_p: float, seed: int, block_start: int, device: torch.device
 ) -> torch.Tensor:
@@ -84,9 +91,7 @@ class ChunkedMTA(torch.autograd.Function):
         halo, seq_len = halo_rows(kernel_pre, kernel_post), q.shape[2]
         keys, values = compute_keys_values(k, v, q.shape[1])
         out = q.new_empty(q.shape[:3] + v.shape[3:])
-        for start in range(0, seq_len, block_size):
-            end = min(start + block_size, seq_len)
-            row_start = max(0, start - halo)
+        for start, end, row_start in block_bounds(seq_len, block_size, halo):
             block = block_output(
                 q[:, :, row_start:end], keys[:, :, :end], values[:, :, :end], params,
                 row_start, start, scale, dropout_p, dropout_seed,
@@ -109,9 +114,7 @@ class ChunkedMTA(torch.autograd.Function):
             for t, need in zip(inputs, needs)
         ]
         seq_len = q.shape[2]
-        for start in range(0, seq_len, block_size):
-            end = min(start + block_size, seq_len)
-            row_start = max(0, start - halo)
+        for start, end, row_start in block_bounds(seq_len, block_size, halo):
             with torch.enable_grad():
                 leaves = [
                     q[:, :, row_start:end].detach().requires_grad_(needs[0]),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..chunked import halo_rows
+from ..chunked import block_bounds, halo_rows
 from ..reference import causal_future, expand_kv
 from .maps import mix_maps, mix_maps_backward
 from .stencil import conv_maps, conv_maps_kernel_grad
@@ -166,12 +166,6 @@ def fold_scale(given: tuple, scale: float) -> tuple[tuple, int | None, float]:
             params[index] = params[index] * scale
             return tuple(params), index, 1.0
     return tuple(params), None, scale
-
-
-def block_bounds(seq_len: int, block_rows: int, halo: int):
-    """(start, end, row_start) of each block: output rows [start, end), maps from row row_start = start - halo."""
-    for start in range(0, seq_len, block_rows):
-        yield start, min(start + block_rows, seq_len), max(0, start - halo)
 
 
 class BlockedMapsMTA(torch.autograd.Function):
