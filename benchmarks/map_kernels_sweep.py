@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from mta.ops import mta_attention
 from mta.ops.triton import blocked, stencil
 from mta.profiling import write_json_atomic
 from mta.provenance import run_metadata
 from op_speed_gpu import Measurement, measure as measure_speed
-from triton_accuracy import configs as accuracy_configs, errors, make_params, measure as measure_accuracy
+from triton_accuracy import (configs as accuracy_configs, errors, make_params, measure as measure_accuracy,
+                             output_and_grads)
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "map_kernels_sweep.json"
 SEQ_LEN, BATCH, HEAD_DIM, HEADS = 8192, 2, 128, 16
@@ -45,19 +45,15 @@ PRECISIONS = ("ieee", "tf32x3", "tf32")
 def deviation_from_ieee(config: str, device: torch.device) -> dict[str, dict]:
     """Errors of each precision's bf16 output and gradients against the "ieee" run's, queries scaled by SHARPNESS."""
     generator = torch.Generator().manual_seed(0)
-    q, k, v, cotangent = (torch.randn(1, HEADS, ACCURACY_SEQ_LEN, HEAD_DIM, generator=generator) for _ in range(4))
-    q = q * SHARPNESS
+    q, k, v, cotangent = (torch.randn(1, HEADS, ACCURACY_SEQ_LEN, HEAD_DIM, generator=generator).to(device)
+                          for _ in range(4))
     params = make_params(accuracy_configs(HEADS)[config], device, generator)
     runs = {}
     for precision in PRECISIONS:
         blocked.HALF_INPUT_PRECISION = precision
-        inputs = [x.to(device, torch.bfloat16).requires_grad_() for x in (q, k, v)]
-        out = mta_attention(*inputs, **params, backend="triton")
-        runs[precision] = [out.detach(), *torch.autograd.grad(out, [*inputs, *params.values()],
-                                                              cotangent.to(device, torch.bfloat16))]
-    names = ["output", "grad_q", "grad_k", "grad_v", *(f"grad_{name}" for name in params)]
-    return {precision: {name: errors(got, want)["relative_rms"] for name, got, want in
-                        zip(names, runs[precision], runs["ieee"])} for precision in PRECISIONS[1:]}
+        runs[precision] = output_and_grads([q * SHARPNESS, k, v], params, cotangent, torch.bfloat16, "triton")
+    return {precision: {name: errors(got, runs["ieee"][name])["relative_rms"] for name, got in runs[precision].items()}
+            for precision in PRECISIONS[1:]}
 
 
 def time_configs(results: dict, label: dict, repeats: int, device: torch.device, out: Path,

@@ -56,19 +56,24 @@ def errors(got: torch.Tensor, want: torch.Tensor) -> dict:
             "reference_rms": scale.item()}
 
 
+def output_and_grads(qkv: list, params: dict, cotangent: torch.Tensor, dtype: torch.dtype, backend: str) -> dict:
+    """{"output", "grad_q", "grad_k", "grad_v", "grad_<param>" …: tensor} of one run of mta_attention with q, k, v
+    and the cotangent in `dtype`."""
+    inputs = [x.to(dtype).requires_grad_() for x in qkv]
+    out = mta_attention(*inputs, **params, backend=backend)
+    grads = torch.autograd.grad(out, [*inputs, *params.values()], cotangent.to(dtype))
+    names = ["output", "grad_q", "grad_k", "grad_v", *(f"grad_{name}" for name in params)]
+    return dict(zip(names, [out.detach(), *grads]))
+
+
 def measure(config: str, shapes: dict, seq_len: int, heads: int, head_dim: int, device) -> dict:
     generator = torch.Generator().manual_seed(seq_len)
     qkv = [torch.randn(1, heads, seq_len, head_dim, generator=generator).to(device) for _ in range(3)]
     params = make_params(shapes, device, generator)
     cotangent = torch.randn(1, heads, seq_len, head_dim, generator=generator).to(device)
-    results = {}
-    for label, dtype, backend in (("triton_bf16", torch.bfloat16, "triton"), ("reference_fp32", torch.float32, "reference")):
-        inputs = [x.to(dtype).requires_grad_() for x in qkv]
-        out = mta_attention(*inputs, **params, backend=backend)
-        grads = torch.autograd.grad(out, [*inputs, *params.values()], cotangent.to(dtype))
-        results[label] = [out.detach(), *grads]
-    names = ["output", "grad_q", "grad_k", "grad_v", *(f"grad_{name}" for name in params)]
-    return {name: errors(got, want) for name, got, want in zip(names, results["triton_bf16"], results["reference_fp32"])}
+    got = output_and_grads(qkv, params, cotangent, torch.bfloat16, "triton")
+    want = output_and_grads(qkv, params, cotangent, torch.float32, "reference")
+    return {name: errors(got[name], want[name]) for name in got}
 
 
 def main() -> None:
