@@ -3,7 +3,7 @@
 `mix_maps(x, mixer)` computes `mta.ops.reference.head_mix` on float32 maps [B, H, R, M] of one query block
 (rows are queries row_start … row_start+R-1, columns keys 0 … M-1): each program reads the c maps of one
 group at BLOCK consecutive positions and writes their c mixtures, one float32 product [c, c] × [c, BLOCK]
-(tl.dot, IEEE precision, c padded to at least 16), so the head axis never moves (the einsum of the reference
+(tl.dot in the caller's precision, DOT_PRECISIONS; c padded to at least 16), so the head axis never moves (the einsum of the reference
 copies the maps twice each way). It can also write a fill value at the causally masked (future)
 positions, which saves the masked_fill pass before a softmax.
 
