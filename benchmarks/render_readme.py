@@ -811,47 +811,46 @@ def lm_curves_plot(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def bench_table(file_name: str, make_table) -> tuple:
+    """TABLES entry rendering benchmarks/results/`file_name` with make_table(results)."""
+    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name), make_table)
+
+
 def op_speed_gpu_run_table(file_name: str) -> tuple:
     """TABLES entry of a later partial run of the op benchmark, rows in benchmarks/results/`file_name`."""
-    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name),
-            lambda results: op_speed_gpu_run(results, file_name))
+    return bench_table(file_name, lambda results: op_speed_gpu_run(results, file_name))
 
 
 def model_throughput_run_table(file_name: str) -> tuple:
     """TABLES entry of a later run of the training-step benchmark, rows in benchmarks/results/`file_name`."""
-    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name),
-            lambda results: model_throughput(results, f"benchmarks/results/{file_name}"))
+    return bench_table(file_name, lambda results: model_throughput(results, f"benchmarks/results/{file_name}"))
 
 
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
-    "triton_accuracy": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_gpu.json"), triton_accuracy),
-    "op_cost_cpu": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_cost_cpu.json"), op_cost_cpu),
+    "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
+    "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
-    "toy_lone_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_lone_speed.json"), toy_stack_speed),
-    "toy_stack_speed": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed.json"), toy_stack_speed),
-    "toy_stack_speed_transformer": (lambda: load_json(ROOT / "benchmarks" / "results" / "toy_stack_speed_transformer.json"),
-                                    lambda results: toy_stack_speed(only_arch(results, "transformer"))),
+    "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
+    "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
+    "toy_stack_speed_transformer": bench_table("toy_stack_speed_transformer.json",
+                                               lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
     "op_speed_gpu_glue": op_speed_gpu_run_table("op_speed_gpu_glue.json"),
-    "op_speed_gpu_stencil": (lambda: load_json(ROOT / "benchmarks" / "results" / "op_speed_gpu_stencil.json"),
-                             op_speed_gpu_stencil),
-    "triton_profile": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_profile.json"), triton_profile),
+    "op_speed_gpu_stencil": bench_table("op_speed_gpu_stencil.json", op_speed_gpu_stencil),
+    "triton_profile": bench_table("triton_profile.json", triton_profile),
     "op_speed_gpu_window": op_speed_gpu_run_table("op_speed_gpu_window.json"),
     "op_speed_gpu_band": op_speed_gpu_run_table("op_speed_gpu_band.json"),
     "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "model_throughput_glue": model_throughput_run_table("model_throughput_glue.json"),
     "op_speed_gpu_grad": op_speed_gpu_run_table("op_speed_gpu_grad.json"),
-    "triton_accuracy_grad": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_grad.json"),
-                             triton_accuracy),
+    "triton_accuracy_grad": bench_table("triton_accuracy_grad.json", triton_accuracy),
     "model_throughput_grad": model_throughput_run_table("model_throughput_grad.json"),
-    "map_kernels_sweep": (lambda: load_json(ROOT / "benchmarks" / "results" / "map_kernels_sweep.json"),
-                          map_kernels_sweep),
+    "map_kernels_sweep": bench_table("map_kernels_sweep.json", map_kernels_sweep),
     "op_speed_gpu_tf32x3": op_speed_gpu_run_table("op_speed_gpu_tf32x3.json"),
-    "triton_accuracy_tf32x3": (lambda: load_json(ROOT / "benchmarks" / "results" / "triton_accuracy_tf32x3.json"),
-                               triton_accuracy),
-    "map_block_sweep": (lambda: load_json(ROOT / "benchmarks" / "results" / "map_block_sweep.json"), map_block_sweep),
+    "triton_accuracy_tf32x3": bench_table("triton_accuracy_tf32x3.json", triton_accuracy),
+    "map_block_sweep": bench_table("map_block_sweep.json", map_block_sweep),
     "model_throughput_block27": model_throughput_run_table("model_throughput_block27.json"),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
