@@ -24,10 +24,10 @@ from .maps import check_precision
 BLOCK_R, BLOCK_M = 16, 64  # output tile: query rows × keys
 GRAD_BLOCK_R, GRAD_BLOCK_M = 32, 16  # the kernel gradient's tiles: rows (the products' inner dimension) × keys
 GRAD_PROGRAMS = 4096  # aim for about this many programs in the kernel-gradient launch (stripes × tiles × maps)
-# Tap rows (a power of 2) per kernel-gradient program; 8 covers the paper's 6 rows in one program, as measured on
-# the H200 (C's two passes: 72 ms at 8k, benchmarks/results/triton_profile_tf32x3.json). Fewer rows per program
-# keep its tiles small (an [8·32]-wide window of float32 rows may spill registers); not yet measured.
-GRAD_TAP_ROWS = 8
+# Tap rows (a power of 2) per kernel-gradient program: the paper's 6 rows in three programs of 2 made C's
+# forward+backward at 8k fastest on the H200 (165 ms, against 176, 177 and 182 ms with 1, 4 and 8 rows;
+# benchmarks/results/map_tap_rows_sweep.json): wider programs hold larger float32 window tiles.
+GRAD_TAP_ROWS = 2
 
 
 # As in token_ops, loads are written out in each kernel: nested jit helpers slow the interpreter (CPU tests).
