@@ -1,7 +1,8 @@
 """Render the README's result tables (and the plots beside them) from the committed results files.
 
-Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md and is rewritten in place;
-a table whose results file is missing is left as it is.
+Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` in one of DOCUMENTS (README.md, or
+docs/triton-log.md for the Triton backend's earlier measurements) and is rewritten in place; a table whose results
+file is missing is left as it is.
 
     python benchmarks/render_readme.py
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "triton-log.md")
 
 
 def provenance_line(meta: dict) -> str:
@@ -180,6 +182,8 @@ def only_arch(results: dict, arch: str) -> dict:
 
 
 OP_SPEED_GPU_RESULTS = ROOT / "benchmarks" / "results" / "op_speed_gpu.json"
+TFLOPS_CONVENTION = ("FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
+                     "backward 2.5× that")
 SPEED_SDPA_METHODS = ("sdpa", "sdpa_cudnn", "sdpa_flash")
 SPEED_MTA_METHODS = ("triton", "reference", "chunked")
 SPEED_CONFIGS = {"A": "pre-softmax 6×11 q–k conv", "B": "pre+post convs, pre+post head mixing in pairs",
@@ -275,8 +279,9 @@ def target_lines(results: dict, configs: tuple[str, ...] = tuple(SPEED_CONFIGS))
     return lines
 
 
-def op_speed_gpu(results: dict) -> str:
-    """The issue's targets (met or missed), then fwd+bwd time per d and peak memory at d = 128, per config and N."""
+def op_speed_gpu(results: dict, file_name: str = OP_SPEED_GPU_RESULTS.name) -> str:
+    """A full sweep of the op benchmark (rows in benchmarks/results/`file_name`): the issue's targets (met or
+    missed), fwd+bwd time per d, peak memory and TFLOP/s at the largest d, per config and N."""
     settings = results["settings"]
     lines = [f"bf16 q/k/v, float32 kernels and mixers (identity + noise), causal, H = {settings['heads']}, "
              f"B·N = {settings['tokens']:,} tokens (B = {settings['tokens']:,} // N, at least 1), on {settings['device']}. "
@@ -288,8 +293,11 @@ def op_speed_gpu(results: dict) -> str:
         lines += speed_table(results, head_dim, "total_ms", "ms")
     lines += ["", f"Peak memory above the inputs, d = {head_dims[0]} (× SDPA default):", ""]
     lines += speed_table(results, head_dims[0], "peak_mib", "MiB")
+    lines += ["", f"TFLOP/s, d = {head_dims[0]} ({TFLOPS_CONVENTION}), forward / backward / forward+backward:", ""]
+    lines += tflops_table(results, head_dims[0])
+    plot = f"; plot: benchmarks/results/{Path(file_name).with_suffix('.png')}" if file_name == OP_SPEED_GPU_RESULTS.name else ""
     lines += ["", "— skipped (reason in the results JSON), OOM: out of memory. Forward and backward times separately, "
-              "TFLOP/s and the reasons: benchmarks/results/op_speed_gpu.json; plot: benchmarks/results/op_speed_gpu.png.",
+              f"TFLOP/s at every d and the reasons: benchmarks/results/{file_name}{plot}.",
               "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
@@ -318,8 +326,7 @@ def op_speed_gpu_run(results: dict, file_name: str) -> str:
     targets, fwd+bwd time and peak memory, d = 128."""
     lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
     lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
-    lines += ["", "TFLOP/s (FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
-              "backward 2.5× that), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
+    lines += ["", f"TFLOP/s ({TFLOPS_CONVENTION}), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
     lines += ["", f"Rows: benchmarks/results/{file_name}.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
@@ -403,6 +410,20 @@ def map_block_sweep(results: dict) -> str:
     lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
               f"H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run; peak memory above the "
               "inputs. Rows: benchmarks/results/map_block_sweep.json.", "", provenance_line(results["meta"])]
+    return "\n".join(lines)
+
+
+def map_tap_rows_sweep(results: dict) -> str:
+    """C's forward, backward and forward+backward time for each number of tap rows per program of the q–k
+    convolution's kernel gradient (map_kernels_sweep.py --tap-rows)."""
+    sdpa_ms, settings = results["sdpa"]["total_ms"], results["settings"]
+    lines = ["| tap rows per program | C forward | C backward | C fwd+bwd |", "|---:|---:|---:|---:|"]
+    for row in results["timings"]:
+        lines.append(f"| {row['tap_rows']} | {row['forward_ms']:.1f} ms | {row['backward_ms']:.1f} ms | "
+                     f"{row['total_ms']:.1f} ms ({row['total_ms'] / sdpa_ms:.1f}×) |")
+    lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
+              f"H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run. "
+              "Rows: benchmarks/results/map_tap_rows_sweep.json.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -837,6 +858,7 @@ TABLES = {
     "toy_stack_speed_transformer": bench_table("toy_stack_speed_transformer.json",
                                                lambda results: toy_stack_speed(only_arch(results, "transformer"))),
     "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
+    "op_speed_gpu_first": bench_table("op_speed_gpu_first.json", lambda results: op_speed_gpu(results, "op_speed_gpu_first.json")),
     "op_speed_gpu_glue": op_speed_gpu_run_table("op_speed_gpu_glue.json"),
     "op_speed_gpu_stencil": bench_table("op_speed_gpu_stencil.json", op_speed_gpu_stencil),
     "triton_profile": bench_table("triton_profile.json", triton_profile),
@@ -852,6 +874,8 @@ TABLES = {
     "triton_accuracy_tf32x3": bench_table("triton_accuracy_tf32x3.json", triton_accuracy),
     "map_block_sweep": bench_table("map_block_sweep.json", map_block_sweep),
     "model_throughput_block27": model_throughput_run_table("model_throughput_block27.json"),
+    "map_tap_rows_sweep": bench_table("map_tap_rows_sweep.json", map_tap_rows_sweep),
+    "triton_accuracy_heads16": bench_table("triton_accuracy_heads16.json", triton_accuracy),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),
@@ -863,21 +887,28 @@ def load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def render(text: str) -> str:
+def render(texts: dict[str, str]) -> dict[str, str]:
+    """Rewrite each table of TABLES between its markers in whichever of `texts` (document name → text) holds them;
+    a table whose markers are in none of them is an error."""
+    texts = dict(texts)
     for name, (load, make_table) in TABLES.items():
         results = load()
         if results is None:
             continue
         table = make_table(results)
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-        if not pattern.search(text):
-            raise ValueError(f"README.md has no <!-- {name}:start --> … <!-- {name}:end --> markers")
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
-    return text
+        holders = [document for document, text in texts.items() if pattern.search(text)]
+        if not holders:
+            raise ValueError(f"no document among {', '.join(texts)} has <!-- {name}:start --> … <!-- {name}:end --> markers")
+        for document in holders:
+            texts[document] = pattern.sub(lambda m: m.group(1) + table + m.group(2), texts[document])
+    return texts
 
 
 def main() -> None:
-    README.write_text(render(README.read_text()))
+    rendered = render({path.relative_to(ROOT).as_posix(): path.read_text() for path in DOCUMENTS})
+    for path in DOCUMENTS:
+        path.write_text(rendered[path.relative_to(ROOT).as_posix()])
     runs = load_toy_runs()
     if runs:
         toy_curves_plot(runs, TOY_DIR / "table1_curves.png")
@@ -893,7 +924,7 @@ def main() -> None:
     longctx_models = load_longctx()
     if longctx_models:
         longctx_plot(longctx_models, LONGCTX_DIR / "comparison.png")
-    print(f"rendered {', '.join(TABLES)} into {README}")
+    print(f"rendered {', '.join(TABLES)} into {', '.join(path.name for path in DOCUMENTS)}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def test_experiment_writes_results_that_render(tmp_path, corpus, monkeypatch, on
     assert f"| Transformer | QA4 | (17) | {qa4[0]:.1f} | {qa4[256]:.1f} |" in table
     assert "max_seq_len 256" in table and needle["environment"]["commit"][:12] in table
     monkeypatch.setattr(render, "TABLES", {"longctx": render.TABLES["longctx"]})
-    text = render.render("a\n<!-- longctx:start -->\n(not measured yet)\n<!-- longctx:end -->\n")
+    text = render.render({"README.md": "a\n<!-- longctx:start -->\n(not measured yet)\n<!-- longctx:end -->\n"})
+    text = text["README.md"]
     assert "(not measured yet)" not in text and "| Transformer | QA1 |" in text
     render.longctx_plot(models, tmp_path / "comparison.png")
     assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"

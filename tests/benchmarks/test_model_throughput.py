@@ -90,5 +90,6 @@ def test_render_table_ratios_and_targets():
 def test_render_replaces_between_markers(monkeypatch):
     results = synthetic_results(24_000, 26.0)
     monkeypatch.setattr(render, "TABLES", {"model_throughput": (lambda: results, render.model_throughput)})
-    text = render.render("a\n<!-- model_throughput:start -->\nold\n<!-- model_throughput:end -->\nb\n")
+    text = render.render({"README.md": "a\n<!-- model_throughput:start -->\nold\n<!-- model_throughput:end -->\nb\n"})
+    text = text["README.md"]
     assert "old" not in text and "| MTA | triton | 4 |" in text and text.endswith("<!-- model_throughput:end -->\nb\n")

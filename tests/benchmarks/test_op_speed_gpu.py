@@ -126,8 +126,35 @@ def test_rendered_tables_and_plot(tmp_path):
     assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text
     assert "| A reference | 900 ms (90×) | — |" in text
     assert "| C triton | 400 MiB (4×) |  |" in text  # peak memory table
+    assert "TFLOP/s, d = 128 (FlashAttention's count" in text and "| A triton | — | — |" in text
+    assert "benchmarks/results/op_speed_gpu.json; plot: benchmarks/results/op_speed_gpu.png." in text
+    earlier = render.op_speed_gpu(results, "op_speed_gpu_first.json")
+    assert "benchmarks/results/op_speed_gpu_first.json." in earlier and "plot:" not in earlier
     render.op_speed_gpu_plot(results, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_render_writes_each_table_into_the_document_that_holds_its_markers(monkeypatch):
+    monkeypatch.setattr(render, "TABLES", {"one": (lambda: {}, lambda results: "ONE"),
+                                           "two": (lambda: {}, lambda results: "TWO"),
+                                           "absent": (lambda: None, lambda results: "never")})
+    texts = {"README.md": "a\n<!-- one:start -->\nold\n<!-- one:end -->\n",
+             "docs/log.md": "b\n<!-- two:start -->\nold\n<!-- two:end -->\n"}
+    rendered = render.render(texts)
+    assert rendered == {"README.md": "a\n<!-- one:start -->\nONE\n<!-- one:end -->\n",
+                        "docs/log.md": "b\n<!-- two:start -->\nTWO\n<!-- two:end -->\n"}
+    with pytest.raises(ValueError, match="no document among README.md has <!-- two:start -->"):
+        render.render({"README.md": texts["README.md"]})
+
+
+def test_rendered_tap_rows_sweep():
+    timing = {"config": "C", "forward_ms": 30.0, "backward_ms": 130.0, "total_ms": 160.0}
+    results = {"meta": synthetic_results()["meta"], "sdpa": {"total_ms": 4.0},
+               "settings": {"seq_len": 8192, "batch": 2, "head_dim": 128, "heads": 16},
+               "timings": [{**timing, "tap_rows": 2}, {**timing, "tap_rows": 8, "total_ms": 200.0}]}
+    text = render.map_tap_rows_sweep(results)
+    assert "| 2 | 30.0 ms | 130.0 ms | 160.0 ms (40.0×) |" in text and "| 8 | 30.0 ms | 130.0 ms | 200.0 ms (50.0×) |" in text
+    assert "× SDPA default's 4.00 ms" in text and "commit 000000000000" in text
 
 
 def test_rendered_partial_rerun():
