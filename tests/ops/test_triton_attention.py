@@ -58,6 +58,15 @@ def test_shapes(seq_len, pre, post, groups):
     compare_with_reference(q, k, v, build_options(OPTION_NAMES, pre=pre, post=post, groups=groups), tol=1e-4)
 
 
+@pytest.mark.slow
+def test_head_dim_96_with_the_largest_kernels():
+    """d = 96 (not a power of 2: the kernels' feature tiles have tails) and the largest kernels the backend must
+    serve, 8×15 before and after softmax, with mixing in pairs."""
+    q, k, v = inputs(batch=1, heads=2, seq_len=17, head_dim=96)
+    options = build_options(OPTION_NAMES, heads=2, pre=(8, 15), post=(8, 15), groups=(1, 1))
+    compare_with_reference(q, k, v, options, tol=1e-4)
+
+
 def test_grouped_query_heads_two_batches():
     q, k, v = inputs(batch=2, heads=4, kv_heads=2, seq_len=11)
     compare_with_reference(q, k, v, build_options(OPTION_NAMES), tol=1e-4)
