@@ -27,16 +27,27 @@ with less than --min-run-minutes left). On an H200, runs at once gain nothing ov
 took 24 ms a step each, one alone 7.4 ms), and in turn the early finishers leave their time to the next:
 
     python experiments/toy_table1.py --skip-done --in-turn --archs mta --max-minutes 8.5 -- --compile reduce-overhead
+
+A lone run cut by the time cap leaves its training state in --work-dir, and the next lone run of the same setting
+goes on from it (`mta toy train --resume`: the same steps, batches and dropout masks as one uninterrupted run, on a
+CPU; with CUDA graphs the dropout masks after a resume may differ). Where the work directory does not outlive the
+machine (one device call each), `--state-to DIR` packs those states into DIR as state.tar.partNN pieces of at most
+15 MiB at the end, and `--state-from DIR` unpacks such pieces into --work-dir first:
+
+    python experiments/toy_table1.py --skip-done --in-turn --archs mta --n-blocks 8 --max-minutes 8.5 \
+        --state-from .toy_state --state-to $OUT/state -- --compile reduce-overhead
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -48,6 +59,7 @@ from mta.cli.toy import sweep_run_name  # noqa: E402
 
 # Seconds a sweep may take past --max-minutes for its final evaluations and checkpoints before it is killed.
 GRACE_S = 180
+STATE_PIECE_BYTES = 15 << 20  # --state-to: under a 16 MiB limit per file
 
 
 def stacks(settings: list[tuple], archs: list[str], gpus: int, lone: bool = False) -> list[list[tuple]]:
@@ -72,7 +84,7 @@ def launch(stack: list[tuple], gpu: int | None, index: int, args, max_minutes: f
     if len(stack) != len(values[0]) * len(values[1]) * len(values[2]):
         raise ValueError(f"stack {index}: its runs are not a grid of N × variant × seed: {stack}")
     if args.lone:
-        command = ["train", "--out", str(args.work_dir / sweep_run_name(*stack[0]))]
+        command = ["train", "--resume", "--out", str(args.work_dir / sweep_run_name(*stack[0]))]
     else:
         command = ["sweep", "--out", str(args.work_dir)]
     command = [sys.executable, "-m", "mta", "toy", *command, "--arch", arch,
@@ -96,6 +108,35 @@ def finished(name: str, out_dir: Path, steps: int) -> bool:
         return False
     result = json.loads(path.read_text())
     return result["stopped"] == "solved" or (result["stopped"] == "max_steps" and result["train_config"]["steps"] >= steps)
+
+
+def pack_states(work_dir: Path, names: list[str], state_dir: Path) -> list[Path]:
+    """Write the training states (checkpoints/ and metrics.jsonl) of the runs `names` that have one in `work_dir`
+    as one tar archive cut into state_dir/state.tar.partNN pieces of at most STATE_PIECE_BYTES; return them."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name in names:
+            run_dir = work_dir / name
+            if any((run_dir / "checkpoints").glob("step-*")):
+                archive.add(run_dir / "checkpoints", arcname=f"{name}/checkpoints")
+                archive.add(run_dir / "metrics.jsonl", arcname=f"{name}/metrics.jsonl")
+    data = buffer.getvalue()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pieces = []
+    for index, start in enumerate(range(0, len(data), STATE_PIECE_BYTES)):
+        pieces.append(state_dir / f"state.tar.part{index:02d}")
+        pieces[-1].write_bytes(data[start:start + STATE_PIECE_BYTES])
+    return pieces
+
+
+def unpack_states(state_dir: Path, work_dir: Path) -> list[str]:
+    """Unpack the pieces `pack_states` wrote into `state_dir` (none: nothing) into `work_dir`; return the runs."""
+    pieces = sorted(state_dir.glob("state.tar.part*"))
+    if not pieces:
+        return []
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in pieces)), mode="r") as archive:
+        archive.extractall(work_dir, filter="data")
+        return sorted({member.name.split("/")[0] for member in archive.getmembers()})
 
 
 def collect(name: str, run_dir: Path, out_dir: Path) -> dict | None:
@@ -137,6 +178,11 @@ def main() -> None:
                         help="run at most this many of the selected runs (after --skip-done), in table order")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/mta-toy-table1"))
+    parser.add_argument("--state-from", type=Path, default=None,
+                        help="unpack the training states an earlier --state-to packed into this directory first")
+    parser.add_argument("--state-to", type=Path, default=None,
+                        help="at the end, pack the training states of lone runs cut by the time cap into this "
+                             "directory (state.tar.partNN, at most 15 MiB each)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `mta toy sweep` flags")
     args = parser.parse_args()
     args.extra = [a for a in args.extra if a != "--"]
@@ -150,6 +196,9 @@ def main() -> None:
 
         args.gpus = torch.cuda.device_count()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.state_from is not None:
+        print(f"--state-from: training states of {unpack_states(args.state_from, args.work_dir) or 'no runs'}",
+              flush=True)
 
     settings = list(itertools.product(args.archs, args.n_blocks, args.variants, args.seeds))
     if args.skip_done:
@@ -162,15 +211,18 @@ def main() -> None:
     start = time.time()
     if args.in_turn:
         run_in_turn(settings, args, start)
-        return
-    groups = stacks(settings, sorted({s[0] for s in settings}, key=args.archs.index), args.gpus, args.lone)
-    processes = [launch(group, index % args.gpus if args.gpus else None, index, args, args.max_minutes)
-                 for index, group in enumerate(groups)]
-    print(f"launched {len(settings)} runs in {len(groups)} stacks over {args.gpus or 'no'} GPU(s)", flush=True)
-    for process in processes:
-        wait(process, None if args.max_minutes is None else start + 60 * args.max_minutes + GRACE_S)
-    for setting in settings:
-        report(setting, args, start)
+    else:
+        groups = stacks(settings, sorted({s[0] for s in settings}, key=args.archs.index), args.gpus, args.lone)
+        processes = [launch(group, index % args.gpus if args.gpus else None, index, args, args.max_minutes)
+                     for index, group in enumerate(groups)]
+        print(f"launched {len(settings)} runs in {len(groups)} stacks over {args.gpus or 'no'} GPU(s)", flush=True)
+        for process in processes:
+            wait(process, None if args.max_minutes is None else start + 60 * args.max_minutes + GRACE_S)
+        for setting in settings:
+            report(setting, args, start)
+    if args.state_to is not None:
+        pieces = pack_states(args.work_dir, [sweep_run_name(*s) for s in settings], args.state_to)
+        print(f"--state-to: {len(pieces)} pieces in {args.state_to}", flush=True)
 
 
 def run_in_turn(settings: list[tuple], args, start: float) -> None:

@@ -133,3 +133,41 @@ def test_in_turn_starts_nothing_under_the_minimum_left(tmp_path):
     bad = subprocess.run(toy_command(tmp_path, "--in-turn", "--min-run-minutes", "-1"), capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--min-run-minutes: got -1.0" in bad.stderr
+
+
+def test_a_capped_lone_run_goes_on_from_its_packed_state(tmp_path):
+    """--max-minutes 0 cuts the run after one step; --state-to packs its state, the work directory goes (as a
+    device machine's would), and the next call unpacks it with --state-from and finishes the run."""
+    command = toy_command(tmp_path, "--lone", "--skip-done", variants=("last",))
+    command.remove("transformer")
+    first = command[:command.index("--")] + ["--max-minutes", "0", "--state-to", str(tmp_path / "state")]
+    capped = subprocess.run(first + command[command.index("--"):], check=True, capture_output=True, text=True,
+                            timeout=300)
+    assert "--state-to: 1 pieces" in capped.stdout
+    assert json.loads((tmp_path / "out" / "mta-N3-last-s1.json").read_text())["stopped"] == "time_limit"
+    for path in sorted((tmp_path / "work").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    second = command[:command.index("--")] + ["--state-from", str(tmp_path / "state")]
+    resumed = subprocess.run(second + command[command.index("--"):], check=True, capture_output=True, text=True,
+                             timeout=300)
+    assert "--state-from: training states of ['mta-N3-last-s1']" in resumed.stdout
+    result = json.loads((tmp_path / "out" / "mta-N3-last-s1.json").read_text())
+    assert result["stopped"] == "max_steps" and result["steps"] == 4 and result["resumed_at"] == [1]
+    assert [point["step"] for point in result["curve"]] == [1, 2, 4]
+
+
+def test_pack_and_unpack_states_in_pieces(tmp_path, monkeypatch):
+    launcher = load_launcher()
+    monkeypatch.setattr(launcher, "STATE_PIECE_BYTES", 4096)
+    run = tmp_path / "work" / "mta-N5-all-s42"
+    (run / "checkpoints" / "step-00000007").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000007" / "optimizer.pt").write_bytes(bytes(range(256)) * 40)
+    (run / "metrics.jsonl").write_text('{"step": 7}\n')
+    (tmp_path / "work" / "finished-run").mkdir()  # no state: left out
+    pieces = launcher.pack_states(tmp_path / "work", ["mta-N5-all-s42", "finished-run"], tmp_path / "state")
+    assert len(pieces) > 2 and all(p.stat().st_size <= 4096 for p in pieces)
+    assert launcher.unpack_states(tmp_path / "state", tmp_path / "again") == ["mta-N5-all-s42"]
+    copy = tmp_path / "again" / "mta-N5-all-s42"
+    assert (copy / "checkpoints" / "step-00000007" / "optimizer.pt").read_bytes() == bytes(range(256)) * 40
+    assert (copy / "metrics.jsonl").read_text() == '{"step": 7}\n'
+    assert launcher.unpack_states(tmp_path / "nothing", tmp_path / "again") == []

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from mta.train import JsonlLog, autocast_dtype, lr_factor, resolve_device, seeded_batches, warmup_schedule
+from mta.train import JsonlLog, SeededBatches, autocast_dtype, lr_factor, resolve_device, warmup_schedule
 
 
 def test_warmup_then_constant():
@@ -35,15 +35,27 @@ def test_seeded_batches_repeat_for_a_seed():
     def draw(rng):
         return rng.random()
 
-    first = seeded_batches(draw, 3, "train-1")
-    again = seeded_batches(draw, 3, "train-1")
-    other = seeded_batches(draw, 3, "train-2")
+    first = SeededBatches(draw, 3, "train-1")
+    again = SeededBatches(draw, 3, "train-1")
+    other = SeededBatches(draw, 3, "train-2")
     batches = [next(first) for _ in range(2)]
     assert batches == [next(again) for _ in range(2)]
     assert batches != [next(other) for _ in range(2)]
     assert len(batches[0]) == 3 and batches[0] != batches[1]
     rng = random.Random(7)
-    assert next(seeded_batches(draw, 2, 7)) == [rng.random(), rng.random()]
+    assert next(SeededBatches(draw, 2, 7)) == [rng.random(), rng.random()]
+    with pytest.raises(ValueError, match="batch_size"):
+        SeededBatches(draw, 0, 7)
+
+
+def test_seeded_batches_continue_from_a_saved_state():
+    stream = SeededBatches(lambda rng: rng.random(), 2, "train-1")
+    next(stream)
+    state = stream.state()
+    expected = [next(stream) for _ in range(3)]
+    resumed = SeededBatches(lambda rng: rng.random(), 2, "train-1")
+    resumed.load_state(state)
+    assert [next(resumed) for _ in range(3)] == expected
 
 
 def test_jsonl_log(tmp_path):
@@ -55,6 +67,12 @@ def test_jsonl_log(tmp_path):
         {"step": 1, "loss": 2.5},
         {"step": 2, "loss": 2.0},
     ]
+    with JsonlLog(path, append=True) as log:
+        log.write({"step": 3})
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    with JsonlLog(path) as log:
+        log.write({"step": 4})
+    assert path.read_text() == '{"step": 4}\n'
 
 
 def test_device_and_precision():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mta.eval.toy import evaluate_toy
-from mta.models.checkpoint import load_checkpoint
+from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.train import ToyTrainConfig, train_toy
 from mta.train import toy as toy_train
 
@@ -90,6 +90,66 @@ def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):
     assert isinstance(load_checkpoint(tmp_path), torch.nn.Module)
 
 
+def interrupt_at(monkeypatch, step):
+    """Make the next run raise KeyboardInterrupt once `step` steps are done (later runs train normally)."""
+    real_step, fired = toy_train._ToyRun.train_step, []
+
+    def step_then_interrupt(run):
+        if run.step == step and not fired:
+            fired.append(step)
+            raise KeyboardInterrupt
+        return real_step(run)
+
+    monkeypatch.setattr(toy_train._ToyRun, "train_step", step_then_interrupt)
+
+
+def without_times(path):
+    return [{k: v for k, v in line.items() if k != "elapsed_s"} for line in lines(path)]
+
+
+@pytest.mark.parametrize("data", ["python", "tensor"])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, data):
+    config = ToyTrainConfig(steps=7, eval_every=2, log_every=1, data=data, **TINY)  # MTA, attention dropout 0.1
+    straight = train_toy(config, tmp_path / "straight", progress=False)
+    interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(config, tmp_path / "resumed", progress=False)
+    assert [d.name for d in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["step-00000003"]
+    resumed = train_toy(config, tmp_path / "resumed", progress=False, resume=True)
+
+    assert resumed["steps"] == 7 and resumed["stopped"] == "max_steps" and resumed["resumed_at"] == [3]
+    assert straight["resumed_at"] == [] and resumed["elapsed_s"] > 0
+    assert without_times(tmp_path / "resumed" / "metrics.jsonl") == without_times(tmp_path / "straight" / "metrics.jsonl")
+    weights = [load_checkpoint(tmp_path / run).state_dict() for run in ("straight", "resumed")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert not list((tmp_path / "resumed" / "checkpoints").iterdir())  # ended by the protocol: state removed
+
+
+def test_time_cap_leaves_a_state_the_next_call_continues(tmp_path):
+    config = ToyTrainConfig(steps=4, eval_every=2, **TINY)
+    capped = train_toy(config, tmp_path, progress=False, max_minutes=0.0)
+    assert capped["stopped"] == "time_limit" and capped["steps"] == 1
+    resumed = train_toy(config, tmp_path, progress=False, resume=True)
+    assert resumed["stopped"] == "max_steps" and resumed["steps"] == 4 and resumed["resumed_at"] == [1]
+    evaluated = [m["step"] for m in lines(tmp_path / "metrics.jsonl") if "eval_sequence_error_pct" in m]
+    assert evaluated == [1, 2, 4]  # the cap's evaluation is kept
+
+
+def test_resume_refuses_another_runs_state_and_starts_afresh_without_one(tmp_path, monkeypatch):
+    config = ToyTrainConfig(steps=5, eval_every=2, **TINY)
+    fresh = train_toy(config, tmp_path / "fresh", progress=False, resume=True)
+    assert fresh["resumed_at"] == [] and fresh["steps"] == 5
+    interrupt_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(config, tmp_path / "run", progress=False)
+    other = ToyTrainConfig(steps=5, eval_every=2, **{**TINY, "batch_size": 8})
+    with pytest.raises(CheckpointError, match="batch_size: 4 -> 8"):
+        train_toy(other, tmp_path / "run", progress=False, resume=True)
+    (tmp_path / "run" / "checkpoints" / "step-00000002" / "optimizer.pt").write_bytes(b"torn")
+    with pytest.raises(CheckpointError, match="optimizer.pt is missing or corrupt"):
+        train_toy(config, tmp_path / "run", progress=False, resume=True)
+
+
 def test_bad_settings_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="arch"):
         ToyTrainConfig(arch="rnn")
@@ -114,7 +174,7 @@ def test_tensor_data_source(tmp_path):
     assert first["train_config"]["data"] == "tensor" and first["steps"] == 3
     loss = [[m.get("loss") for m in lines(tmp_path / run / "metrics.jsonl")] for run in "ab"]
     assert loss[0] == loss[1]
-    batches = toy_train.training_batches(config, torch.device("cpu"))
+    batches = toy_train.TrainingStream(config, torch.device("cpu"))
     inputs, targets = next(batches)
     assert inputs.shape == targets.shape == (4, config.sequence_length)
     with pytest.raises(ValueError, match="data: got 'disk'"):

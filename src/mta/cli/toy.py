@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mta.data import toy
 from mta.eval.toy import evaluate_toy
-from mta.models.checkpoint import load_checkpoint
+from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.ops import BACKENDS
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
@@ -54,6 +54,9 @@ def _register_train(toy_sub) -> None:
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig())
     p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoint, result.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from the training state a time cap or Ctrl-C left in --out (its "
+                        "checkpoints/ directory), with the same settings; without one, start afresh")
     p.set_defaults(func=_train)
 
 
@@ -158,10 +161,14 @@ def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTr
 def _train(args: argparse.Namespace) -> None:
     config = train_config_from_args(args, args.arch)
     try:
-        result = train_toy(config, args.out, progress=not args.no_progress, max_minutes=args.max_minutes)
+        result = train_toy(config, args.out, progress=not args.no_progress, max_minutes=args.max_minutes,
+                           resume=args.resume)
     except KeyboardInterrupt:
-        print(f"interrupted: checkpoint, metrics and result.json are in {args.out}", file=sys.stderr)
+        print(f"interrupted: checkpoint, metrics and result.json are in {args.out} (--resume goes on from there)",
+              file=sys.stderr)
         raise SystemExit(130) from None
+    except CheckpointError as error:
+        raise SystemExit(f"mta toy train: {error}") from None
     summary = {key: result[key] for key in ("arch", "variant", "n_block", "n_query", "seed", "steps", "stopped",
                                             "best_sequence_error_pct", "final_sequence_error_pct",
                                             "final_token_error_pct", "elapsed_s", "device")}

@@ -6,7 +6,7 @@ from .lm_config import PARALLEL, LMTrainConfig
 from .metrics import JsonlLog
 from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
-from .stream import seeded_batches
+from .stream import SeededBatches
 from .toy import ARCHS, COMPILE_MODES, DATA_SOURCES, ToyTrainConfig, train_toy
 from .toy_stack import train_toy_stack
 
@@ -18,11 +18,11 @@ __all__ = [
     "LMTrainConfig",
     "PARALLEL",
     "PRECISIONS",
+    "SeededBatches",
     "ToyTrainConfig",
     "autocast_dtype",
     "lr_factor",
     "resolve_device",
-    "seeded_batches",
     "train_lm",
     "train_toy",
     "train_toy_stack",

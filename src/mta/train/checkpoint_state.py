@@ -172,8 +172,9 @@ def check_resumable(checkpoint: TrainCheckpoint, directory: Path, model_config: 
 
 
 def prune_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
-    """Remove all but the newest `keep` checkpoints (each renamed to a hidden name first, then deleted)."""
-    for path in list_checkpoints(out_dir)[:-keep]:
+    """Remove all but the newest `keep` (≥ 0) checkpoints (each renamed to a hidden name first, then deleted)."""
+    paths = list_checkpoints(out_dir)
+    for path in paths[: max(len(paths) - keep, 0)]:
         doomed = path.with_name(f".{path.name}.removing")
         os.replace(path, doomed)
         shutil.rmtree(doomed)
@@ -204,7 +205,8 @@ def _read_trainer(directory: Path) -> dict:
 def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, IndexError, ValueError) as error:
+        # torch's unpickler fails on a torn or foreign file with any of these
         raise CheckpointError(f"checkpoint {path.parent}: {path.name} is missing or corrupt ({error})") from None
 
 

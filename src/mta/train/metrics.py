@@ -8,15 +8,16 @@ from pathlib import Path
 
 
 class JsonlLog:
-    """Writes dicts as JSON lines to `path`, replacing an older file (its directory is created).
+    """Writes dicts as JSON lines to `path`, replacing an older file, or with `append` after its lines (its
+    directory is created).
 
     Use as a context manager, or call close().
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, append: bool = False):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "w", encoding="utf-8")
+        self._file = open(path, "a" if append else "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")

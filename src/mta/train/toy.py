@@ -7,6 +7,10 @@ error has been 0 at `patience` consecutive evaluations.
 
 A run directory holds: metrics.jsonl (one line every `log_every` steps and at every evaluation), the final
 checkpoint (model.safetensors + config.json, see mta.models.checkpoint; also written on Ctrl-C) and result.json.
+A run that ends before its protocol does (time cap, Ctrl-C) also leaves its training state in
+checkpoints/step-<step>/ (mta.train.checkpoint_state's format: weights, AdamW and schedule state, RNG states, data
+stream position, evaluations so far), from which `train_toy(..., resume=True)` continues it exactly; a run that
+ends by the protocol (solved, or at `steps`) removes it.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from mta.data import toy as toy_data
 from mta.data.toy_tensor import draw_batch
 from mta.eval.toy import IGNORE_INDEX, encode_batch, evaluate_toy
 from mta.models import DecoderLM, ModelConfig, get_preset
-from mta.models.checkpoint import save_checkpoint
+from mta.models.checkpoint import CheckpointError, save_checkpoint
 from mta.provenance import run_metadata
 
+from . import checkpoint_state as ckpt
 from .metrics import JsonlLog
 from .runtime import autocast_dtype, resolve_device
 from .schedule import warmup_schedule
-from .stream import seeded_batches
+from .stream import SeededBatches
 
 ARCHS = ("transformer", "mta")
 DATA_SOURCES = ("auto", "python", "tensor")
@@ -41,6 +46,8 @@ DATA_SOURCES = ("auto", "python", "tensor")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 EVAL_SEED_OFFSET = 1000  # held-out set seed = seed + 1000 unless given
 TENSOR_DRAW_STEPS = 16  # data="tensor": training batches drawn per call of draw_batch
+# ToyTrainConfig fields a resumed run may change: they decide how it runs and what it logs, not what it computes.
+RESUMABLE_CHANGES = frozenset({"compile", "log_every", "device"})
 
 
 @dataclass
@@ -121,15 +128,16 @@ class ToyTrainConfig:
 
 
 def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True,
-              max_minutes: float | None = None) -> dict:
+              max_minutes: float | None = None, resume: bool = False) -> dict:
     """Train one model as `config` says, writing the run directory `out_dir`; return result.json's contents.
 
-    max_minutes: wall-time cap (None: none); at the cap the run is evaluated, saved and ended with
-    stopped = "time_limit". On KeyboardInterrupt the checkpoint and result.json (stopped = "interrupted") are
-    written, then the interrupt is raised again.
+    max_minutes: wall-time cap of this call (None: none); at the cap the run is evaluated, saved with its training
+    state and ended with stopped = "time_limit". On KeyboardInterrupt the same is written (stopped =
+    "interrupted"), then the interrupt is raised again. resume: continue from the training state in `out_dir`
+    (module docstring) if there is one, else start afresh; CheckpointError if that state belongs to another run.
     """
-    run = _ToyRun(config, Path(out_dir), max_minutes)
-    with JsonlLog(run.out_dir / "metrics.jsonl") as log:
+    run = _ToyRun(config, Path(out_dir), max_minutes, resume)
+    with JsonlLog(run.out_dir / "metrics.jsonl", append=run.step > 0) as log:
         try:
             run.train(log, progress)
         except KeyboardInterrupt:
@@ -139,23 +147,58 @@ def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True
     return run.finish()
 
 
-def training_batches(config: ToyTrainConfig, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (inputs, targets) [B, T] batches on `device` from the source `config.data` names, seeded by config.seed."""
-    task = (config.n_block, config.n_query, config.variant, config.num_blocks)
-    if config.data == "tensor" or (config.data == "auto" and device.type == "cuda"):
-        # Batches are drawn TENSOR_DRAW_STEPS at a time: the rejection sampling syncs with the device once a draw.
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        while True:
-            inputs, targets = draw_batch(config.batch_size * TENSOR_DRAW_STEPS, *task, generator, device, IGNORE_INDEX)
-            yield from zip(inputs.split(config.batch_size), targets.split(config.batch_size))
-    for samples in seeded_batches(lambda rng: toy_data.make_sample(rng, *task), config.batch_size, f"train-{config.seed}"):
-        yield encode_batch(samples, device)
+class TrainingStream:
+    """Endless (inputs, targets) [B, T] training batches on `device` from the source `config.data` names, seeded
+    by config.seed. `state()` is its position between batches; TrainingStream(config, device, state) goes on
+    from there with the same batches the first stream would have drawn."""
+
+    def __init__(self, config: ToyTrainConfig, device: torch.device, state: dict | None = None):
+        self.batch_size, self.device = config.batch_size, device
+        self.task = (config.n_block, config.n_query, config.variant, config.num_blocks)
+        self.on_device = config.data == "tensor" or (config.data == "auto" and device.type == "cuda")
+        if self.on_device:
+            # Batches are drawn TENSOR_DRAW_STEPS at a time: the rejection sampling syncs with the device once a
+            # draw. The position is the generator's state before the current draw and the batches taken from it.
+            self.generator = torch.Generator(device=device).manual_seed(config.seed)
+            self.draw_state, self.drawn, self.taken = None, [], 0
+            if state is not None and state["draw_state"] is not None:
+                self.generator.set_state(state["draw_state"])
+                self._draw()
+                self.taken = state["taken"]
+        else:
+            self.samples = SeededBatches(lambda rng: toy_data.make_sample(rng, *self.task), config.batch_size,
+                                         f"train-{config.seed}")
+            if state is not None:
+                self.samples.load_state(state["python_rng"])
+
+    def __iter__(self) -> "TrainingStream":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.on_device:
+            return encode_batch(next(self.samples), self.device)
+        if self.taken == len(self.drawn):
+            self._draw()
+        self.taken += 1
+        return self.drawn[self.taken - 1]
+
+    def _draw(self) -> None:
+        self.draw_state = self.generator.get_state()
+        inputs, targets = draw_batch(self.batch_size * TENSOR_DRAW_STEPS, *self.task, self.generator, self.device,
+                                     IGNORE_INDEX)
+        self.drawn, self.taken = list(zip(inputs.split(self.batch_size), targets.split(self.batch_size))), 0
+
+    def state(self) -> dict:
+        if self.on_device:
+            return {"draw_state": self.draw_state, "taken": self.taken}
+        return {"python_rng": self.samples.state()}
 
 
 class _ToyRun:
     """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
 
-    def __init__(self, config: ToyTrainConfig, out_dir: Path, max_minutes: float | None = None):
+    def __init__(self, config: ToyTrainConfig, out_dir: Path, max_minutes: float | None = None,
+                 resume: bool = False):
         self.config, self.out_dir = config, out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
@@ -168,11 +211,39 @@ class _ToyRun:
         self.schedule = warmup_schedule(self.optimizer, config.warmup)
         self.loss = compiled(self.model, config.compile)
         self.held_out = held_out_samples(config)
-        self.batches = training_batches(config, self.device)
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
+        self.resumed_at: list[int] = []  # the steps this run was resumed from
+        self.earlier_s = 0.0  # training time of the calls before this one
+        saved = ckpt.latest_checkpoint(out_dir) if resume else None
+        self.batches = TrainingStream(config, self.device, self._restore(saved) if saved else None)
         self.start = time.perf_counter()
         self.deadline = None if max_minutes is None else self.start + 60 * max_minutes
+
+    def _restore(self, directory: Path) -> dict:
+        """Load the training state saved in `directory` (model, optimiser, schedule, RNG, evaluations) and cut
+        metrics.jsonl back to its step; return the data stream's position."""
+        state = ckpt.read_checkpoint(directory)
+        saved, ours = state.trainer["config"], json.loads(json.dumps(dataclasses.asdict(self.config)))  # as saved
+        diff = sorted(k for k in set(saved) | set(ours) if k not in RESUMABLE_CHANGES and saved.get(k) != ours.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {ours.get(k)!r}" for k in diff)
+            raise CheckpointError(f"resume from {directory}: its run had other settings ({changes}); an exact "
+                                  f"resume needs the same ones (only {sorted(RESUMABLE_CHANGES)} may change)")
+        self.model.load_state_dict(state.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.trainer["schedule"])
+        torch.set_rng_state(state.rng[0]["cpu"])
+        if self.device.type == "cuda" and state.rng[0]["cuda"] is not None:
+            torch.cuda.set_rng_state(state.rng[0]["cuda"], self.device)
+        self.step, self.zero_streak = state.trainer["step"], state.trainer["zero_streak"]
+        self.evaluations = state.trainer["evaluations"]
+        self.resumed_at = state.trainer["resumed_at"] + [self.step]
+        self.earlier_s = state.trainer["elapsed_s"]
+        metrics = self.out_dir / "metrics.jsonl"
+        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+        return state.rng[0]["toy_data"]
 
     def train(self, log: JsonlLog, progress: bool) -> None:
         """Run the optimisation steps, logging and evaluating, until solved or out of steps."""
@@ -228,11 +299,32 @@ class _ToyRun:
         return {"seq_err": f"{self.evaluations[-1]['sequence_error_pct']:.1f}%"} if self.evaluations else {}
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        """Training time so far, over every call that trained this run."""
+        return self.earlier_s + time.perf_counter() - self.start
 
     def finish(self) -> dict:
-        """Save the checkpoint and result.json; return the result."""
-        return save_run(self.out_dir, self.model, self.result())
+        """Save the checkpoint and result.json, and the training state if the run may go on (time cap, Ctrl-C)
+        or remove it if it ended by the protocol; return the result."""
+        result = {**self.result(), "resumed_at": self.resumed_at}
+        if self.stopped in ("time_limit", "interrupted"):
+            self.save_state(result["elapsed_s"])
+        else:
+            ckpt.prune_checkpoints(self.out_dir, keep=0)
+        return save_run(self.out_dir, self.model, result)
+
+    def save_state(self, elapsed_s: float) -> None:
+        """Write checkpoints/step-<step>/ (atomically) and remove older ones."""
+        cuda = self.device.type == "cuda"
+        # The data stream's position (generator states, not JSON) travels with the torch RNG states.
+        rng = [{"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "toy_data": self.batches.state()}]
+        trainer = {"step": self.step, "schedule": self.schedule.state_dict(), "world_size": 1,
+                   "config": dataclasses.asdict(self.config), "zero_streak": self.zero_streak,
+                   "evaluations": self.evaluations, "resumed_at": self.resumed_at, "elapsed_s": elapsed_s}
+        weights = {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
+        state = ckpt.TrainCheckpoint(self.model.config, weights, self.optimizer.state_dict(), rng, trainer)
+        ckpt.write_checkpoint(ckpt.checkpoint_dir(self.out_dir, self.step), state)
+        ckpt.prune_checkpoints(self.out_dir, keep=1)
 
     def result(self) -> dict:
         return toy_result(self.config, self.model, self.step, self.stopped, self.evaluations, self.zero_streak,

@@ -8,7 +8,7 @@ alone. The runs may differ in task (variant, N, L, blocks) and seed, not in mode
 shorter samples are padded on the right, which a causal model (MTA included: Mask0 hides every later key)
 cannot see.
 
-Each run keeps its own seed, data stream (`training_batches`, data="tensor"), held-out set, evaluations, early
+Each run keeps its own seed, data stream (`TrainingStream`, data="tensor"), held-out set, evaluations, early
 stopping, run directory and result.json, exactly as `train_toy` writes them; without dropout a stacked run
 computes what `train_toy` computes (the tests check it). Attention dropout draws its masks for the whole stack,
 so with dropout the masks differ from a lone run's. A run that is solved leaves the stack at once; at
@@ -37,8 +37,8 @@ from mta.models import DecoderLM
 from .metrics import JsonlLog
 from .runtime import autocast_dtype, resolve_device
 from .schedule import lr_factor
-from .toy import (ToyTrainConfig, compiled, held_out_samples, record_evaluation, save_run, toy_result,
-                  training_batches)
+from .toy import (ToyTrainConfig, TrainingStream, compiled, held_out_samples, record_evaluation, save_run,
+                  toy_result)
 
 # The settings every run of a stack shares (the task fields and seeds may differ).
 SHARED_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup", "betas", "weight_decay", "grad_clip", "eval_every",
@@ -126,7 +126,7 @@ class _Stack:
         for position, (config, out_dir) in enumerate(zip(configs, out_dirs)):
             out_dir.mkdir(parents=True, exist_ok=True)
             self.runs.append(_Run(position, config, out_dir, JsonlLog(out_dir / "metrics.jsonl"),
-                                  training_batches(config, self.device), held_out_samples(config)))
+                                  TrainingStream(config, self.device), held_out_samples(config)))
         self.results: dict[int, dict] = {}
         self.step = 0
         self.length = max(c.sequence_length for c in configs)
