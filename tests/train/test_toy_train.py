@@ -125,6 +125,26 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, data):
     assert not list((tmp_path / "resumed" / "checkpoints").iterdir())  # ended by the protocol: state removed
 
 
+def test_an_interrupt_inside_a_step_saves_no_state_of_it(tmp_path, monkeypatch):
+    config = ToyTrainConfig(steps=5, eval_every=2, log_every=1, **TINY)
+    straight = train_toy(config, tmp_path / "straight", progress=False)
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def step_interrupted_once(optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # after the third step's backward, before its update
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(config, tmp_path / "run", progress=False)
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))
+    again = train_toy(config, tmp_path / "run", progress=False, resume=True)  # no state: afresh
+    assert again["resumed_at"] == [] and again["final_token_error_pct"] == straight["final_token_error_pct"]
+    assert without_times(tmp_path / "run" / "metrics.jsonl") == without_times(tmp_path / "straight" / "metrics.jsonl")
+
+
 def test_time_cap_leaves_a_state_the_next_call_continues(tmp_path):
     config = ToyTrainConfig(steps=4, eval_every=2, **TINY)
     capped = train_toy(config, tmp_path, progress=False, max_minutes=0.0)

@@ -214,6 +214,7 @@ class _ToyRun:
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
         self.resumed_at: list[int] = []  # the steps this run was resumed from
+        self.mid_step = False  # inside train_step: a Ctrl-C now may leave the step half applied
         self.earlier_s = 0.0  # training time of the calls before this one
         saved = ckpt.latest_checkpoint(out_dir) if resume else None
         self.batches = TrainingStream(config, self.device, self._restore(saved) if saved else None)
@@ -277,6 +278,7 @@ class _ToyRun:
 
     def train_step(self) -> torch.Tensor:
         """One optimiser step on a fresh batch; returns the detached loss (no device sync)."""
+        self.mid_step = True
         inputs, targets = next(self.batches)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss = self.loss(inputs, targets, ignore_index=IGNORE_INDEX)
@@ -287,6 +289,7 @@ class _ToyRun:
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         self.step += 1
+        self.mid_step = False
         return loss.detach()
 
     def evaluate(self) -> dict:
@@ -303,11 +306,13 @@ class _ToyRun:
         return self.earlier_s + time.perf_counter() - self.start
 
     def finish(self) -> dict:
-        """Save the checkpoint and result.json, and the training state if the run may go on (time cap, Ctrl-C)
-        or remove it if it ended by the protocol; return the result."""
+        """Save the checkpoint and result.json, and the training state if the run may go on (time cap, Ctrl-C
+        between steps; after a Ctrl-C inside a step an earlier state is kept) or remove it if it ended by the
+        protocol; return the result."""
         result = {**self.result(), "resumed_at": self.resumed_at}
         if self.stopped in ("time_limit", "interrupted"):
-            self.save_state(result["elapsed_s"])
+            if not self.mid_step:
+                self.save_state(result["elapsed_s"])
         else:
             ckpt.prune_checkpoints(self.out_dir, keep=0)
         return save_run(self.out_dir, self.model, result)
