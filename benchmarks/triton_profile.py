@@ -2,14 +2,16 @@
 (or those of --configs), and a sweep of the banded kernel's tile sizes at their operand widths (unless --no-sweep).
 
 1. Profile: one forward+backward of `mta_attention(backend="triton")` per configuration (op_speed_gpu.py's
-   definitions; bf16, H = 16, d = 128, N = 8k, B = 2) under torch.profiler, after a warm-up; the GPU kernels
-   ranked by their total time, with call counts.
-2. Tile sweep: `banded_flash_attention` alone, on random operands of configuration A's widths (Dqk = 6·d, Dv = d,
-   a 10-wide bias band: the fused-output forward) and B's (Dqk = Dv = 2·6·d: the forward through probability
-   blocks), forward and backward timed separately (median of CUDA-event samples) for each candidate BlockConfig
-   and, for the best backward tiles, each probability-block size.
+   definitions; bf16, H = 16, d = 128 and N = 8k unless --head-dim / --seq-len say otherwise, B·N = 16k tokens)
+   under torch.profiler, after a warm-up; the GPU kernels ranked by their total time, with call counts.
+2. Tile sweep (at d = 128, N = 8k, B = 2 always): `banded_flash_attention` alone, on random operands of
+   configuration A's widths (Dqk = 6·d, Dv = d, a 10-wide bias band: the fused-output forward) and B's
+   (Dqk = Dv = 2·6·d: the forward through probability blocks), forward and backward timed separately (median of
+   CUDA-event samples) for each candidate BlockConfig and, for the best backward tiles, each probability-block
+   size.
 
     python benchmarks/triton_profile.py --time-budget-s 400    # → benchmarks/results/triton_profile.json
+    python benchmarks/triton_profile.py --configs C D --no-sweep --seq-len 2048 --head-dim 96   # the 880M layers
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from mta.ops import mta_attention
 from mta.profiling import fresh_cuda_state, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "triton_profile.json"
-HEADS, HEAD_DIM, SEQ_LEN, BATCH = 16, 128, 8192, 2
+HEADS, HEAD_DIM, SEQ_LEN, BATCH = 16, 128, 8192, 2  # the sweep's shape and the profiles' default
+TOKENS = SEQ_LEN * BATCH  # the profiles' B·N at any --seq-len
 TAPS, BAND = 6, 10  # the 6×11 pre-softmax conv: 6 query taps, a band of 5 + 5 diagonals
 TOP_KERNELS = 25
 # (block_m, block_n, block_d, block_dv, num_warps, num_stages)
@@ -42,12 +45,12 @@ WIDTHS = {"A": dict(dqk=TAPS * HEAD_DIM, dv=HEAD_DIM, taps=TAPS, group=1),
           "B": dict(dqk=2 * TAPS * HEAD_DIM, dv=2 * TAPS * HEAD_DIM, taps=TAPS, group=2)}
 
 
-def profile_config(config: str, device: torch.device) -> dict:
-    """Top GPU kernels of one forward+backward of `config` (op_speed_gpu.CONFIGS) through the triton backend."""
+def profile_config(config: str, shape: tuple[int, int, int, int], device: torch.device) -> dict:
+    """Top GPU kernels of one forward+backward of `config` (op_speed_gpu.CONFIGS) through the triton backend, on
+    q, k, v of `shape` [B, H, N, d]."""
     from op_speed_gpu import mta_parameters
 
     torch.manual_seed(0)
-    shape = (BATCH, HEADS, SEQ_LEN, HEAD_DIM)
     q, k, v = (torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     params = mta_parameters(config, device)
     grad = torch.randn_like(q)
@@ -113,10 +116,15 @@ def main() -> None:
                         help="configurations to profile (C and D mix all heads: the map-block path)")
     parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
                         help="also sweep the banded kernel's tiles")
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"N of the profiles (default {SEQ_LEN})")
+    parser.add_argument("--head-dim", type=int, default=HEAD_DIM, help=f"d of the profiles (default {HEAD_DIM})")
     args = parser.parse_args()
+    if args.seq_len < 1 or args.head_dim < 1:
+        parser.error(f"--seq-len and --head-dim: got {args.seq_len} and {args.head_dim}, expected positive integers")
     device = torch.device("cuda")
-    results = {"meta": run_metadata(), "settings": {"heads": HEADS, "head_dim": HEAD_DIM, "seq_len": SEQ_LEN,
-                                                    "batch": BATCH, "dtype": "bfloat16"},
+    batch = max(1, TOKENS // args.seq_len)
+    results = {"meta": run_metadata(), "settings": {"heads": HEADS, "head_dim": args.head_dim,
+                                                    "seq_len": args.seq_len, "batch": batch, "dtype": "bfloat16"},
                "profiles": [], "sweep": []}
     started = time.monotonic()
 
@@ -124,7 +132,7 @@ def main() -> None:
         return time.monotonic() - started < args.time_budget_s
 
     for config in args.configs:
-        results["profiles"].append(profile_config(config, device))
+        results["profiles"].append(profile_config(config, (batch, HEADS, args.seq_len, args.head_dim), device))
         print(results["profiles"][-1], flush=True)
         write_json_atomic(args.out, results)
     for name, widths in WIDTHS.items() if args.sweep else ():
