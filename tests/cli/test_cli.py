@@ -37,6 +37,17 @@ def test_toy_train_then_eval(tmp_path, capsys):
     assert set(report) == {"samples", "sequence_error_pct", "token_error_pct"}
 
 
+def test_toy_train_resume_goes_on_and_refuses_other_settings(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["toy", "train", *TINY, "--max-minutes", "0", "--out", out]) == 0
+    assert json.loads(capsys.readouterr().out)["stopped"] == "time_limit"
+    with pytest.raises(SystemExit, match=r"mta toy train: resume from .*step-00000001: .*lr: 0.0001 -> 0.001"):
+        main(["toy", "train", *TINY, "--lr", "1e-3", "--resume", "--out", out])
+    assert main(["toy", "train", *TINY, "--resume", "--out", out]) == 0
+    assert json.loads(capsys.readouterr().out)["stopped"] == "max_steps"
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["resumed_at"] == [1]
+
+
 def test_toy_eval_reports_a_missing_checkpoint(tmp_path, capsys):
     data = tmp_path / "test.jsonl"
     toy.write_jsonl([{"src": "a#a", "tgt": "a"}], data)
