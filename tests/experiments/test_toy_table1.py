@@ -171,3 +171,12 @@ def test_pack_and_unpack_states_in_pieces(tmp_path, monkeypatch):
     assert (copy / "checkpoints" / "step-00000007" / "optimizer.pt").read_bytes() == bytes(range(256)) * 40
     assert (copy / "metrics.jsonl").read_text() == '{"step": 7}\n'
     assert launcher.unpack_states(tmp_path / "nothing", tmp_path / "again") == []
+
+
+def test_runs_with_a_state_go_first(tmp_path):
+    launcher = load_launcher()
+    settings = [("mta", 8, v, 42) for v in ("all", "first", "last")]
+    (tmp_path / "mta-N8-last-s42" / "checkpoints" / "step-00000100").mkdir(parents=True)
+    assert launcher.resumable_first(settings, tmp_path) == [settings[2], settings[0], settings[1]]
+    assert launcher.resumable_first(settings, tmp_path / "empty") == settings
+
