@@ -848,7 +848,7 @@ def model_throughput_run_table(file_name: str) -> tuple:
 
 
 TABLES = {
-    "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*.json"), toy_demo),
+    "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*/result.json"), toy_demo),
     "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
     "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
