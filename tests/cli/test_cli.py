@@ -74,3 +74,16 @@ def test_demo_defaults_are_the_demo_setting():
 def test_backends_command(capsys):
     assert main(["backends", "--steps", "1", "--batch", "1", "--seq-len", "8", "--cost-lengths", "16"]) == 0
     assert "mta chunked" in capsys.readouterr().out
+
+
+def test_the_committed_demo_run_renders():
+    """results/toy_demo holds what `mta demo --out results/toy_demo` wrote; render_readme reads both runs."""
+    from benchmark_scripts import load_benchmark
+
+    render = load_benchmark("render_readme")
+    load, make_table = render.TABLES["toy_demo"]
+    runs = load()
+    assert sorted(run["arch"] for run in runs) == ["mta", "transformer"]
+    table = make_table(runs)
+    assert table.splitlines()[2].startswith("| transformer |") and table.splitlines()[3].startswith("| mta |")
+    assert f"seed {DEMO.seed}" in table and f"{DEMO.eval_samples} held-out samples" in table
