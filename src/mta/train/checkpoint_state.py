@@ -95,14 +95,20 @@ def training_seq_len(checkpoint: str | os.PathLike) -> int | None:
     return json.loads(path.read_text(encoding="utf-8"))["config"]["seq_len"] if path.is_file() else None
 
 
+def setting_changes(saved: dict, ours: dict, free: frozenset = frozenset()) -> str:
+    """"key: saved -> ours, …" for the keys outside `free` whose values differ between two settings dicts (either
+    may lack a key), in key order; "" when they agree."""
+    diff = sorted(k for k in set(saved) | set(ours) if k not in free and saved.get(k) != ours.get(k))
+    return ", ".join(f"{k}: {saved.get(k)!r} -> {ours.get(k)!r}" for k in diff)
+
+
 def read_init_weights(path: str | os.PathLike, model_config: ModelConfig) -> tuple[Path, dict[str, torch.Tensor]]:
     """(the checkpoint directory, its weights) of `path` (`resolve_checkpoint`) for a run whose model is
     `model_config`; CheckpointError unless the saved ModelConfig equals it up to INIT_CHANGES."""
     directory = resolve_checkpoint(path)
-    saved, ours = dataclasses.asdict(load_config(directory)), dataclasses.asdict(model_config)
-    diff = sorted(k for k in ours if k not in INIT_CHANGES and saved.get(k) != ours[k])
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {ours[k]!r}" for k in diff)
+    changes = setting_changes(dataclasses.asdict(load_config(directory)), dataclasses.asdict(model_config),
+                              INIT_CHANGES)
+    if changes:
         raise CheckpointError(f"init_from {directory}: model config differs from this run's ({changes}); only "
                               f"{sorted(INIT_CHANGES)} may change (set the others as the checkpoint has them)")
     try:
@@ -160,10 +166,8 @@ def check_resumable(checkpoint: TrainCheckpoint, directory: Path, model_config: 
     model_diff = sorted(k for k, v in dataclasses.asdict(model_config).items() if saved_model.get(k) != v)
     if model_diff:
         raise CheckpointError(f"checkpoint {directory}: model config differs from this run's in {model_diff}")
-    saved = checkpoint.trainer["config"]
-    diff = sorted(k for k in set(saved) | set(config) if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in diff)
+    changes = setting_changes(checkpoint.trainer["config"], config, RESUMABLE_CHANGES)
+    if changes:
         raise CheckpointError(f"checkpoint {directory}: training config differs from this run's ({changes}); "
                               "an exact resume needs the same settings")
     if checkpoint.trainer["world_size"] != world_size or len(checkpoint.rng) != world_size:

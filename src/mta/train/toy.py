@@ -225,10 +225,9 @@ class _ToyRun:
         """Load the training state saved in `directory` (model, optimiser, schedule, RNG, evaluations) and cut
         metrics.jsonl back to its step; return the data stream's position."""
         state = ckpt.read_checkpoint(directory)
-        saved, ours = state.trainer["config"], json.loads(json.dumps(dataclasses.asdict(self.config)))  # as saved
-        diff = sorted(k for k in set(saved) | set(ours) if k not in RESUMABLE_CHANGES and saved.get(k) != ours.get(k))
-        if diff:
-            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {ours.get(k)!r}" for k in diff)
+        ours = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as trainer.json holds it
+        changes = ckpt.setting_changes(state.trainer["config"], ours, RESUMABLE_CHANGES)
+        if changes:
             raise CheckpointError(f"resume from {directory}: its run had other settings ({changes}); an exact "
                                   f"resume needs the same ones (only {sorted(RESUMABLE_CHANGES)} may change)")
         self.model.load_state_dict(state.weights)
