@@ -407,24 +407,27 @@ def map_block_sweep(results: dict) -> str:
         cells = [f"{rows[c]['total_ms']:.1f} ms ({rows[c]['total_ms'] / sdpa_ms:.1f}×) | "
                  f"{rows[c]['peak_mib'] / 1024:.1f} GiB" for c in ("C", "D")]
         lines.append(f"| 2^{exponent} | {per_block} | " + " | ".join(cells) + " |")
-    lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
-              f"H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run; peak memory above the "
-              "inputs. Rows: benchmarks/results/map_block_sweep.json.", "", provenance_line(results["meta"])]
-    return "\n".join(lines)
+    return "\n".join(lines + sweep_caption(results, "map_block_sweep.json", "; peak memory above the inputs"))
 
 
 def map_tap_rows_sweep(results: dict) -> str:
     """C's forward, backward and forward+backward time for each number of tap rows per program of the q–k
     convolution's kernel gradient (map_kernels_sweep.py --tap-rows)."""
-    sdpa_ms, settings = results["sdpa"]["total_ms"], results["settings"]
+    sdpa_ms = results["sdpa"]["total_ms"]
     lines = ["| tap rows per program | C forward | C backward | C fwd+bwd |", "|---:|---:|---:|---:|"]
     for row in results["timings"]:
         lines.append(f"| {row['tap_rows']} | {row['forward_ms']:.1f} ms | {row['backward_ms']:.1f} ms | "
                      f"{row['total_ms']:.1f} ms ({row['total_ms'] / sdpa_ms:.1f}×) |")
-    lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
-              f"H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run. "
-              "Rows: benchmarks/results/map_tap_rows_sweep.json.", "", provenance_line(results["meta"])]
-    return "\n".join(lines)
+    return "\n".join(lines + sweep_caption(results, "map_tap_rows_sweep.json"))
+
+
+def sweep_caption(results: dict, file_name: str, note: str = "") -> list[str]:
+    """The closing lines of a table of map_kernels_sweep.py --block-elements / --tap-rows: the shape, SDPA's time
+    in the same run, `note`, the rows' file (benchmarks/results/`file_name`) and the provenance."""
+    settings = results["settings"]
+    return ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
+            f"H = {settings['heads']}; × SDPA default's {results['sdpa']['total_ms']:.2f} ms in the same run{note}. "
+            f"Rows: benchmarks/results/{file_name}.", "", provenance_line(results["meta"])]
 
 
 def op_speed_gpu_stencil(results: dict) -> str:
