@@ -57,6 +57,7 @@ DEFAULT_OUT = ROOT / "results" / "toy"
 sys.path.insert(0, str(ROOT / "src"))
 
 from mta.cli.toy import sweep_run_name  # noqa: E402
+from mta.train.checkpoint_state import latest_checkpoint  # noqa: E402
 
 # Seconds a sweep may take past --max-minutes for its final evaluations and checkpoints before it is killed.
 GRACE_S = 180
@@ -113,7 +114,7 @@ def finished(name: str, out_dir: Path, steps: int) -> bool:
 
 def has_state(work_dir: Path, name: str) -> bool:
     """Whether run `name` left a training state in `work_dir` (a time cap or Ctrl-C cut it)."""
-    return any((work_dir / name / "checkpoints").glob("step-*"))
+    return latest_checkpoint(work_dir / name) is not None
 
 
 def resumable_first(settings: list[tuple], work_dir: Path) -> list[tuple]:
