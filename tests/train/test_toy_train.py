@@ -72,24 +72,6 @@ def test_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
     assert result["final_sequence_error_pct"] is not None and (tmp_path / "model.safetensors").exists()
 
 
-def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):
-    real_step = toy_train._ToyRun.train_step
-
-    def step_then_interrupt(run):
-        if run.step == 3:
-            raise KeyboardInterrupt
-        return real_step(run)
-
-    monkeypatch.setattr(toy_train._ToyRun, "train_step", step_then_interrupt)
-    config = ToyTrainConfig(steps=100, eval_every=2, **TINY)
-    with pytest.raises(KeyboardInterrupt):
-        train_toy(config, tmp_path, progress=False)
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert result["stopped"] == "interrupted" and result["steps"] == 3
-    assert result["final_sequence_error_pct"] is not None  # the evaluation at step 2
-    assert isinstance(load_checkpoint(tmp_path), torch.nn.Module)
-
-
 def interrupt_at(monkeypatch, step):
     """Make the next run raise KeyboardInterrupt once `step` steps are done (later runs train normally)."""
     real_step, fired = toy_train._ToyRun.train_step, []
@@ -101,6 +83,17 @@ def interrupt_at(monkeypatch, step):
         return real_step(run)
 
     monkeypatch.setattr(toy_train._ToyRun, "train_step", step_then_interrupt)
+
+
+def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 3)
+    config = ToyTrainConfig(steps=100, eval_every=2, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(config, tmp_path, progress=False)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["stopped"] == "interrupted" and result["steps"] == 3
+    assert result["final_sequence_error_pct"] is not None  # the evaluation at step 2
+    assert isinstance(load_checkpoint(tmp_path), torch.nn.Module)
 
 
 def without_times(path):
