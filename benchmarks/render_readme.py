@@ -90,13 +90,15 @@ def toy_table1(runs: list[dict]) -> str:
         lines.append(f"| {label} (ours) | " + " | ".join(cells) + " |")
         lines.append(f"| {label} (paper) | " + " | ".join(PAPER_TABLE1[arch][s] for s in TOY_SETTINGS) + " |")
     lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
-              "time cap; otherwise the step limit):", "", header, "|---|" + "---:|" * len(TOY_SETTINGS)]
+              "time cap; otherwise the step limit; ↻: resumed from a saved training state, across device calls):", "",
+              header, "|---|" + "---:|" * len(TOY_SETTINGS)]
     marks = {"solved": "✓", "interrupted": "⏱", "time_limit": "⏱"}
     for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
-            cells.append(" / ".join(f"{r['steps'] / 1000:.1f}k{marks.get(r['stopped'], '')}" for r in group) or "—")
+            cells.append(" / ".join(f"{r['steps'] / 1000:.1f}k{marks.get(r['stopped'], '')}{'↻' if r.get('resumed_at') else ''}"
+                                    for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     environments = [run["environment"] for run in runs]
     devices, torches = (", ".join(sorted({env[key] for env in environments})) for key in ("device", "torch"))

@@ -95,23 +95,24 @@ def test_capped_runs_render_per_seed():
 
 
 def test_table1_renders_mean_std_steps_and_every_batch_provenance():
-    """render_readme's toy_table1: mean ± std over seeds, steps with their stop marks, and the commits and dates of
-    every batch the runs came from."""
+    """render_readme's toy_table1: mean ± std over seeds, steps with their stop and resume marks, and the commits
+    and dates of every batch the runs came from."""
     from benchmark_scripts import load_benchmark
 
     render = load_benchmark("render_readme")
 
-    def run(variant, seed, error, steps, stopped, commit, date):
+    def run(variant, seed, error, steps, stopped, commit, date, resumed_at=()):
         environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": commit * 40, "date": date}
         return {"arch": "mta", "n_block": 5, "variant": variant, "seed": seed, "steps": steps, "stopped": stopped,
-                "final_sequence_error_pct": error, "environment": environment}
+                "final_sequence_error_pct": error, "environment": environment, "resumed_at": list(resumed_at)}
 
     runs = [run("first", 42, 0.0, 14000, "solved", "a", "2026-12-02T10:00"),
             run("first", 43, 0.2, 15000, "time_limit", "b", "2026-12-02T11:00"),
-            run("all", 42, 0.4, 21662, "time_limit", "a", "2026-12-02T10:00")]
+            run("all", 42, 0.4, 21662, "time_limit", "a", "2026-12-02T10:00"),
+            run("last", 42, 1.0, 100000, "max_steps", "b", "2026-12-02T11:00", resumed_at=[84464])]
     lines = render.toy_table1(runs).splitlines()
-    assert lines[6] == "| MTA (ours) | 0.4 (1 seed) | 0.1 ± 0.1 | — | — | — | — |"
-    assert "| MTA | 21.7k⏱ | 14.0k✓ / 15.0k⏱ | — | — | — | — |" in lines
+    assert lines[6] == "| MTA (ours) | 0.4 (1 seed) | 0.1 ± 0.1 | 1.0 (1 seed) | — | — | — |"
+    assert "| MTA | 21.7k⏱ | 14.0k✓ / 15.0k⏱ | 100.0k↻ | — | — | — |" in lines
     assert "commits aaaaaaaaaaaa, bbbbbbbbbbbb, 2026-12-02T10:00 to 2026-12-02T11:00" in lines[-1]
 
 
