@@ -71,17 +71,19 @@ TARGET_LETTERS = sum(len(s["tgt"]) for s in SAMPLES)  # 10
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 @pytest.mark.parametrize(
-    "wrong,sequence_pct,token_pct",
-    [
-        ({}, 0.0, 0.0),
-        ({(1, 2): toy.encode("a")[0]}, 25.0, 100 / TARGET_LETTERS),
-        ({(0, 0): toy.EOS_ID, (0, 1): toy.PAD_ID, (2, 0): toy.encode("a")[0]}, 50.0, 300 / TARGET_LETTERS),
-        ({(3, 3): toy.PAD_ID}, 0.0, 0.0),  # a wrong EOS is not scored (the paper scores target letters)
+    "wrong,sequence_pct,token_pct,position_pct",
+    [  # the targets have 4, 3 and 3 characters at positions 0, 1 and 2
+        ({}, 0.0, 0.0, [0.0, 0.0, 0.0]),
+        ({(1, 2): toy.encode("a")[0]}, 25.0, 100 / TARGET_LETTERS, [0.0, 0.0, 100 / 3]),
+        ({(0, 0): toy.EOS_ID, (0, 1): toy.PAD_ID, (2, 0): toy.encode("a")[0]}, 50.0, 300 / TARGET_LETTERS,
+         [50.0, 100 / 3, 0.0]),
+        ({(3, 3): toy.PAD_ID}, 0.0, 0.0, [0.0, 0.0, 0.0]),  # a wrong EOS is not scored (the paper scores letters)
     ],
 )
-def test_errors_of_a_scripted_model(wrong, sequence_pct, token_pct, batch_size):
+def test_errors_of_a_scripted_model(wrong, sequence_pct, token_pct, position_pct, batch_size):
     result = evaluate_toy(ScriptedModel(SAMPLES, wrong), SAMPLES, batch_size=batch_size)
-    assert result == {"samples": 4, "sequence_error_pct": sequence_pct, "token_error_pct": pytest.approx(token_pct)}
+    assert result == {"samples": 4, "sequence_error_pct": sequence_pct, "token_error_pct": pytest.approx(token_pct),
+                      "position_error_pct": pytest.approx(position_pct)}
 
 
 def test_padding_does_not_change_a_real_model():
@@ -94,4 +96,5 @@ def test_padding_does_not_change_a_real_model():
 
 def test_no_samples():
     model = DecoderLM(get_preset("toy-transformer", dim=32, n_layers=1))
-    assert evaluate_toy(model, []) == {"samples": 0, "sequence_error_pct": 0.0, "token_error_pct": 0.0}
+    assert evaluate_toy(model, []) == {"samples": 0, "sequence_error_pct": 0.0, "token_error_pct": 0.0,
+                                       "position_error_pct": []}

@@ -61,7 +61,8 @@ def evaluate_toy(
     Runs in eval mode (no dropout) on the device of the model's parameters, optionally under autocast to
     `autocast_dtype`, and restores the model's training mode afterwards. Returns {"samples": int,
     "sequence_error_pct": % of samples with any wrong target character, "token_error_pct": % of target
-    characters wrong}; both are 0.0 for no samples.
+    characters wrong, "position_error_pct": [P] % wrong at each target position k over the samples whose target
+    has a k-th character (P = the longest target)}; the first two are 0.0 and the list is empty for no samples.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
@@ -69,6 +70,8 @@ def evaluate_toy(
     was_training = model.training
     model.eval()
     wrong_sequences = wrong_tokens = scored_tokens = 0
+    wrong_at = torch.zeros(0, dtype=torch.long)  # [P] wrong characters at each target position
+    scored_at = torch.zeros(0, dtype=torch.long)  # [P] samples with a character there
     try:
         for start in range(0, len(samples), batch_size):
             inputs, targets = encode_batch(samples[start : start + batch_size], device)
@@ -79,10 +82,20 @@ def evaluate_toy(
             wrong_sequences += int(wrong.any(dim=1).sum())
             wrong_tokens += int(wrong.sum())
             scored_tokens += int(scored.sum())
+            position = (scored.cumsum(dim=1) - 1)[scored].cpu()  # target index of each scored token
+            width = max(len(wrong_at), int(position.max()) + 1 if len(position) else 0)
+            wrong_at = _pad(wrong_at, width) + torch.bincount(position, wrong[scored].cpu().long(), width).long()
+            scored_at = _pad(scored_at, width) + torch.bincount(position, minlength=width)
     finally:
         model.train(was_training)
     return {
         "samples": len(samples),
         "sequence_error_pct": 100.0 * wrong_sequences / max(len(samples), 1),
         "token_error_pct": 100.0 * wrong_tokens / max(scored_tokens, 1),
+        "position_error_pct": (100.0 * wrong_at.double() / scored_at.clamp(min=1)).tolist(),
     }
+
+
+def _pad(counts: torch.Tensor, width: int) -> torch.Tensor:
+    """`counts` [P] with zeros appended up to `width` entries."""
+    return torch.cat([counts, counts.new_zeros(width - len(counts))])
