@@ -366,8 +366,7 @@ def toy_result(config: ToyTrainConfig, model: DecoderLM, step: int, stopped: str
                zero_streak: int, elapsed_s: float) -> dict:
     """result.json of a run: the task, how it ended (`stopped`: "solved", "max_steps", "time_limit" or
     "interrupted"), its errors (`evaluations`: {"step", "sequence_error_pct", "token_error_pct",
-    "position_error_pct"} in order,
-    the last `zero_streak` of them at 0%), its settings and where it ran."""
+    "position_error_pct"} in order, the last `zero_streak` of them at 0%), its settings and where it ran."""
     best = min(evaluations, key=lambda e: (e["sequence_error_pct"], e["token_error_pct"]), default={})
     final = evaluations[-1] if evaluations else {}
     solved = stopped == "solved"
