@@ -69,9 +69,9 @@ def evaluate_toy(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    wrong_sequences = wrong_tokens = scored_tokens = 0
-    wrong_at = torch.zeros(0, dtype=torch.long)  # [P] wrong characters at each target position
-    scored_at = torch.zeros(0, dtype=torch.long)  # [P] samples with a character there
+    wrong_sequences = 0
+    # Per scored target character of every batch: its index within its target, and whether it is wrong.
+    positions, wrongs = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
     try:
         for start in range(0, len(samples), batch_size):
             inputs, targets = encode_batch(samples[start : start + batch_size], device)
@@ -80,22 +80,16 @@ def evaluate_toy(
             scored = (targets != IGNORE_INDEX) & (targets != EOS_ID)
             wrong = (logits.argmax(-1) != targets) & scored
             wrong_sequences += int(wrong.any(dim=1).sum())
-            wrong_tokens += int(wrong.sum())
-            scored_tokens += int(scored.sum())
-            position = (scored.cumsum(dim=1) - 1)[scored].cpu()  # target index of each scored token
-            width = max(len(wrong_at), int(position.max()) + 1 if len(position) else 0)
-            wrong_at = _pad(wrong_at, width) + torch.bincount(position, wrong[scored].cpu().long(), width).long()
-            scored_at = _pad(scored_at, width) + torch.bincount(position, minlength=width)
+            positions.append((scored.cumsum(dim=1) - 1)[scored].cpu())
+            wrongs.append(wrong[scored].long().cpu())
     finally:
         model.train(was_training)
+    position, wrong = torch.cat(positions), torch.cat(wrongs)
+    scored_at = torch.bincount(position)  # [P] target characters at each position
+    wrong_at = torch.bincount(position, wrong, minlength=len(scored_at))  # [P] wrong ones (float64 counts)
     return {
         "samples": len(samples),
         "sequence_error_pct": 100.0 * wrong_sequences / max(len(samples), 1),
-        "token_error_pct": 100.0 * wrong_tokens / max(scored_tokens, 1),
-        "position_error_pct": (100.0 * wrong_at.double() / scored_at.clamp(min=1)).tolist(),
+        "token_error_pct": 100.0 * int(wrong.sum()) / max(len(wrong), 1),
+        "position_error_pct": (100.0 * wrong_at / scored_at.clamp(min=1)).tolist(),
     }
-
-
-def _pad(counts: torch.Tensor, width: int) -> torch.Tensor:
-    """`counts` [P] with zeros appended up to `width` entries."""
-    return torch.cat([counts, counts.new_zeros(width - len(counts))])
