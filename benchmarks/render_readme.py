@@ -60,7 +60,8 @@ PAPER_TABLE1 = {
     "mta": {(5, "all"): "0.1 ± 0.1", (5, "first"): "0.0 ± 0.0", (5, "last"): "0.0 ± 0.0",
             (8, "all"): "0.1 ± 0.0", (8, "first"): "0.0 ± 0.0", (8, "last"): "0.0 ± 0.0"},
 }
-TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in ("all", "first", "last")]
+TOY_VARIANTS = ("all", "first", "last")
+TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in TOY_VARIANTS]
 TOY_DIR = ROOT / "results" / "toy"
 TOY_ARCH_LABELS = {"transformer": "Transformer", "mta": "MTA"}
 
@@ -72,6 +73,12 @@ def mean_std(values: list[float], digits: int = 1, one: str = " (1 seed)") -> st
         return f"{mean:.{digits}f}{one}"
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def steps_cell(run: dict) -> str:
+    """A toy run's steps with Table 1's marks: ✓ solved, ⏱ stopped by the time cap, ↻ resumed across calls."""
+    marks = {"solved": "✓", "interrupted": "⏱", "time_limit": "⏱"}
+    return f"{run['steps'] / 1000:.1f}k{marks.get(run['stopped'], '')}{'↻' if run.get('resumed_at') else ''}"
 
 
 def toy_table1(runs: list[dict]) -> str:
@@ -92,21 +99,52 @@ def toy_table1(runs: list[dict]) -> str:
     lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
               "time cap; otherwise the step limit; ↻: resumed from a saved training state, across device calls):", "",
               header, "|---|" + "---:|" * len(TOY_SETTINGS)]
-    marks = {"solved": "✓", "interrupted": "⏱", "time_limit": "⏱"}
     for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
-            cells.append(" / ".join(f"{r['steps'] / 1000:.1f}k{marks.get(r['stopped'], '')}{'↻' if r.get('resumed_at') else ''}"
-                                    for r in group) or "—")
+            cells.append(" / ".join(steps_cell(r) for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"<sub>{len(runs)} runs; {toy_provenance(runs)}; per-run JSON in results/toy/, curves in "
+              "results/toy/table1_curves.png</sub>"]
+    return "\n".join(lines)
+
+
+def toy_provenance(runs: list[dict]) -> str:
+    """The devices, torch versions, commits and date range of toy runs, from each run's environment."""
     environments = [run["environment"] for run in runs]
     devices, torches = (", ".join(sorted({env[key] for env in environments})) for key in ("device", "torch"))
     commits = ", ".join(sorted({env["commit"][:12] for env in environments}))
     dates = sorted(env["date"] for env in environments)
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    lines += ["", f"<sub>{len(runs)} runs; {devices}, torch {torches}, commits {commits}, {when}; per-run JSON in "
-              "results/toy/, curves in results/toy/table1_curves.png</sub>"]
+    return f"{devices}, torch {torches}, commits {commits}, {when}"
+
+
+def toy_kernel_label(run: dict) -> str:
+    """A toy run's pre-softmax q–k kernel as "c_q×c_k"."""
+    c_q, c_k = run["model_config"]["pre_kernel"]
+    return f"{c_q}×{c_k}"
+
+
+def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
+    """Toy runs with another q–k kernel (results/toy_kernel15/) beside the Table 1 run (`table1_runs`) of the same
+    setting and seed: final sequence error and steps of each, and the error per target letter where recorded."""
+    table1 = {(r["arch"], r["n_block"], r["variant"], r["seed"]): r for r in table1_runs}
+    lines = ["| model | setting | seed | kernel | sequence error % | steps | error % per target letter |",
+             "|---|---|---:|---|---:|---:|---|"]
+    for run in sorted(runs, key=lambda r: (r["arch"], r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"])):
+        key = (run["arch"], run["n_block"], run["variant"], run["seed"])
+        setting = f"N={run['n_block']} {run['variant']}"
+        for row, source in ((table1.get(key), "spec, Table 1"), (run, "")):
+            if row is None:
+                continue
+            positions = row.get("final_position_error_pct")
+            per_letter = " / ".join(f"{e:g}" for e in positions) if positions and len(positions) > 1 else "—"
+            kernel = toy_kernel_label(row) + (f" ({source})" if source else "")
+            lines.append(f"| {TOY_ARCH_LABELS[row['arch']]} | {setting} | {row['seed']} | {kernel} | "
+                         f"{row['final_sequence_error_pct']:.1f} | {steps_cell(row)} | {per_letter} |")
+    lines += ["", f"<sub>{len(runs)} runs with another kernel; {toy_provenance(runs)}; per-run JSON in "
+              "results/toy_kernel15/</sub>"]
     return "\n".join(lines)
 
 
@@ -857,6 +895,8 @@ TABLES = {
     "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
     "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
+    "toy_kernel15": (lambda: load_json_files(ROOT / "results" / "toy_kernel15", "*-N*-*-s*.json"),
+                     lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),

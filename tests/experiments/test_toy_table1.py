@@ -116,6 +116,29 @@ def test_table1_renders_mean_std_steps_and_every_batch_provenance():
     assert "commits aaaaaaaaaaaa, bbbbbbbbbbbb, 2026-12-02T10:00 to 2026-12-02T11:00" in lines[-1]
 
 
+def test_kernel_ablation_sits_beside_the_table1_run_of_its_setting_and_seed():
+    """render_readme's toy_kernel_ablation: each wider-kernel run under the Table 1 run of the same setting and seed
+    (none for a seed Table 1 lacks), with its steps' marks and its error per target letter where recorded."""
+    from benchmark_scripts import load_benchmark
+
+    render = load_benchmark("render_readme")
+
+    def run(variant, seed, kernel, error, steps, stopped, positions=None):
+        environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": "c" * 40, "date": "2026-12-03T07:00"}
+        return {"arch": "mta", "n_block": 8, "variant": variant, "seed": seed, "steps": steps, "stopped": stopped,
+                "final_sequence_error_pct": error, "final_position_error_pct": positions, "resumed_at": [],
+                "model_config": {"pre_kernel": kernel}, "environment": environment}
+
+    table1 = [run("all", 42, [2, 9], 59.1, 100000, "max_steps"), run("first", 43, [2, 9], 50.0, 40000, "time_limit")]
+    wide = [run("first", 42, [2, 15], 0.0, 21000, "solved", [0.0]),
+            run("all", 42, [2, 15], 1.0, 100000, "max_steps", [0.0, 0.7] + [0.0] * 6)]
+    lines = render.toy_kernel_ablation(wide, table1).splitlines()
+    assert lines[2:5] == ["| MTA | N=8 all | 42 | 2×9 (spec, Table 1) | 59.1 | 100.0k | — |",
+                          "| MTA | N=8 all | 42 | 2×15 | 1.0 | 100.0k | 0 / 0.7 / 0 / 0 / 0 / 0 / 0 / 0 |",
+                          "| MTA | N=8 first | 42 | 2×15 | 0.0 | 21.0k✓ | — |"]
+    assert "2 runs with another kernel; NVIDIA H200, torch 2.11.0, commits cccccccccccc, 2026-12-03T07:00" in lines[-1]
+
+
 def test_in_turn_runs_one_after_another_within_the_budget(tmp_path):
     done = subprocess.run(toy_command(tmp_path, "--in-turn", "--max-minutes", "30", variants=("all",)), check=True,
                           capture_output=True, text=True, timeout=300)
