@@ -1,6 +1,7 @@
 """The toy-task trainer on CPU: its run directory, early stopping and Ctrl-C handling (shared/mta-spec.md §5)."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -172,6 +173,18 @@ def test_bad_settings_fail_before_training(tmp_path):
         ToyTrainConfig(n_block=2, n_query=3)
     with pytest.raises(ValueError, match="pre_kernel"):
         train_toy(ToyTrainConfig(arch="transformer", **{**TINY, "model": {"pre_kernel": (2, 9)}}), tmp_path)
+
+
+def test_a_key_window_narrower_than_two_blocks_warns():
+    """c_k < 2N − 1 (the spec's 2×9 at N = 8) warns and names the kernel that covers a block; 2×9 at N = 5,
+    2×15 at N = 8 and the Transformer (no kernel) do not."""
+    with pytest.warns(UserWarning, match=r"pre_kernel: c_k = 9 < 2·n_block − 1 = 15.*--kernel 2 15"):
+        ToyTrainConfig(n_block=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ToyTrainConfig(n_block=5)
+        ToyTrainConfig(n_block=8, model={"pre_kernel": (2, 15)})
+        ToyTrainConfig(arch="transformer", n_block=8)
 
 
 def test_long_samples_grow_max_seq_len():

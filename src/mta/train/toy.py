@@ -19,6 +19,7 @@ import dataclasses
 import json
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
@@ -112,6 +113,20 @@ class ToyTrainConfig:
             raise ValueError(f"compile: got {self.compile!r}, expected one of {COMPILE_MODES}")
         if self.eval_seed is None:
             self.eval_seed = self.seed + EVAL_SEED_OFFSET
+        self._warn_if_kernel_misses_blocks()
+
+    def _warn_if_kernel_misses_blocks(self) -> None:
+        """Warn when the centred key window (c_k wide) cannot cover a whole block from its first or last letter,
+        i.e. c_k < 2·n_block − 1: with 2×9 at N = 8, MTA failed the task (README, "Why MTA misses N = 8")."""
+        kernel = self.model_config().pre_kernel
+        reach = 2 * self.n_block - 1
+        if kernel is not None and kernel[1] < reach:
+            warnings.warn(
+                f"pre_kernel: c_k = {kernel[1]} < 2·n_block − 1 = {reach}: the key window does not cover a whole "
+                f"block of {self.n_block} letters from its first or last letter, so MTA may not find the block "
+                f"(with 2×9 it failed N = 8); --kernel {kernel[0]} {reach} (pre_kernel ({kernel[0]}, {reach})) covers it",
+                stacklevel=4,
+            )
 
     @property
     def sequence_length(self) -> int:
