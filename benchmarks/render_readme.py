@@ -63,6 +63,7 @@ PAPER_TABLE1 = {
 TOY_VARIANTS = ("all", "first", "last")
 TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in TOY_VARIANTS]
 TOY_DIR = ROOT / "results" / "toy"
+TOY_KERNEL_DIR = ROOT / "results" / "toy_kernel15"
 TOY_ARCH_LABELS = {"transformer": "Transformer", "mta": "MTA"}
 
 
@@ -144,8 +145,34 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
             lines.append(f"| {TOY_ARCH_LABELS[row['arch']]} | {setting} | {row['seed']} | {kernel} | "
                          f"{row['final_sequence_error_pct']:.1f} | {steps_cell(row)} | {per_letter} |")
     lines += ["", f"<sub>{len(runs)} runs with another kernel; {toy_provenance(runs)}; per-run JSON in "
-              "results/toy_kernel15/</sub>"]
+              "results/toy_kernel15/, curves in results/toy_kernel15/curves.png</sub>"]
     return "\n".join(lines)
+
+
+def toy_kernel_plot(runs: list[dict], table1_runs: list[dict], path: Path) -> None:
+    """Held-out sequence error vs step of each wider-kernel run beside its Table 1 run, one panel per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table1 = {(r["arch"], r["n_block"], r["variant"], r["seed"]): r for r in table1_runs}
+    runs = sorted(runs, key=lambda r: (r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"]))
+    figure, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), sharey=True, squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        for row, color in ((table1.get((run["arch"], run["n_block"], run["variant"], run["seed"])), "tab:gray"),
+                           (run, "tab:red")):
+            if row is not None and row["curve"]:
+                ax.plot([p["step"] for p in row["curve"]], [p["eval_sequence_error_pct"] for p in row["curve"]],
+                        color=color, label=f"{TOY_ARCH_LABELS[row['arch']]} {toy_kernel_label(row)}")
+        ax.set_title(f"N={run['n_block']} {run['variant']}, seed {run['seed']}")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0, 0].set_ylabel("sequence error %")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def toy_curves_plot(runs: list[dict], path: Path) -> None:
@@ -642,6 +669,10 @@ def load_toy_runs() -> list[dict] | None:
     return load_json_files(TOY_DIR, "*-N*-*-s*.json")
 
 
+def load_toy_kernel_runs() -> list[dict] | None:
+    return load_json_files(TOY_KERNEL_DIR, "*-N*-*-s*.json")
+
+
 def triton_accuracy(results: dict) -> str:
     """Worst relative RMS and max error over the output and every gradient, per configuration and N."""
     lines = ["| config | N | output rel. RMS | worst gradient rel. RMS (which) | largest max error |", "|---|---:|---:|---:|---:|"]
@@ -895,8 +926,7 @@ TABLES = {
     "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
     "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
-    "toy_kernel15": (lambda: load_json_files(ROOT / "results" / "toy_kernel15", "*-N*-*-s*.json"),
-                     lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
+    "toy_kernel15": (load_toy_kernel_runs, lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
@@ -957,6 +987,9 @@ def main() -> None:
     runs = load_toy_runs()
     if runs:
         toy_curves_plot(runs, TOY_DIR / "table1_curves.png")
+    wide_kernel_runs = load_toy_kernel_runs()
+    if wide_kernel_runs:
+        toy_kernel_plot(wide_kernel_runs, runs or [], TOY_KERNEL_DIR / "curves.png")
     speed = load_json(OP_SPEED_GPU_RESULTS)
     if speed:
         op_speed_gpu_plot(speed, OP_SPEED_GPU_RESULTS.with_suffix(".png"))
