@@ -121,6 +121,11 @@ def toy_provenance(runs: list[dict]) -> str:
     return f"{devices}, torch {torches}, commits {commits}, {when}"
 
 
+def toy_run_key(run: dict) -> tuple:
+    """(arch, N, variant, seed): what pairs a wider-kernel run with its Table 1 run."""
+    return run["arch"], run["n_block"], run["variant"], run["seed"]
+
+
 def toy_kernel_label(run: dict) -> str:
     """A toy run's pre-softmax q–k kernel as "c_q×c_k"."""
     c_q, c_k = run["model_config"]["pre_kernel"]
@@ -130,13 +135,12 @@ def toy_kernel_label(run: dict) -> str:
 def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
     """Toy runs with another q–k kernel (results/toy_kernel15/) beside the Table 1 run (`table1_runs`) of the same
     setting and seed: final sequence error and steps of each, and the error per target letter where recorded."""
-    table1 = {(r["arch"], r["n_block"], r["variant"], r["seed"]): r for r in table1_runs}
+    table1 = {toy_run_key(r): r for r in table1_runs}
     lines = ["| model | setting | seed | kernel | sequence error % | steps | error % per target letter |",
              "|---|---|---:|---|---:|---:|---|"]
     for run in sorted(runs, key=lambda r: (r["arch"], r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"])):
-        key = (run["arch"], run["n_block"], run["variant"], run["seed"])
         setting = f"N={run['n_block']} {run['variant']}"
-        for row, source in ((table1.get(key), "spec, Table 1"), (run, "")):
+        for row, source in ((table1.get(toy_run_key(run)), "spec, Table 1"), (run, "")):
             if row is None:
                 continue
             positions = row.get("final_position_error_pct")
@@ -156,12 +160,11 @@ def toy_kernel_plot(runs: list[dict], table1_runs: list[dict], path: Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table1 = {(r["arch"], r["n_block"], r["variant"], r["seed"]): r for r in table1_runs}
+    table1 = {toy_run_key(r): r for r in table1_runs}
     runs = sorted(runs, key=lambda r: (r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"]))
     figure, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), sharey=True, squeeze=False)
     for ax, run in zip(axes[0], runs):
-        for row, color in ((table1.get((run["arch"], run["n_block"], run["variant"], run["seed"])), "tab:gray"),
-                           (run, "tab:red")):
+        for row, color in ((table1.get(toy_run_key(run)), "tab:gray"), (run, "tab:red")):
             if row is not None and row["curve"]:
                 ax.plot([p["step"] for p in row["curve"]], [p["eval_sequence_error_pct"] for p in row["curve"]],
                         color=color, label=f"{TOY_ARCH_LABELS[row['arch']]} {toy_kernel_label(row)}")
