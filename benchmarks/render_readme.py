@@ -126,6 +126,11 @@ def toy_run_key(run: dict) -> tuple:
     return run["arch"], run["n_block"], run["variant"], run["seed"]
 
 
+def toy_run_order(run: dict) -> tuple:
+    """Sort key of toy runs: architecture, N, variant in Table 1's order, seed."""
+    return run["arch"], run["n_block"], TOY_VARIANTS.index(run["variant"]), run["seed"]
+
+
 def toy_kernel_label(run: dict) -> str:
     """A toy run's pre-softmax q–k kernel as "c_q×c_k"."""
     c_q, c_k = run["model_config"]["pre_kernel"]
@@ -138,7 +143,7 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
     table1 = {toy_run_key(r): r for r in table1_runs}
     lines = ["| model | setting | seed | kernel | sequence error % | steps | error % per target letter |",
              "|---|---|---:|---|---:|---:|---|"]
-    for run in sorted(runs, key=lambda r: (r["arch"], r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"])):
+    for run in sorted(runs, key=toy_run_order):
         setting = f"N={run['n_block']} {run['variant']}"
         for row, source in ((table1.get(toy_run_key(run)), "spec, Table 1"), (run, "")):
             if row is None:
@@ -161,7 +166,7 @@ def toy_kernel_plot(runs: list[dict], table1_runs: list[dict], path: Path) -> No
     import matplotlib.pyplot as plt
 
     table1 = {toy_run_key(r): r for r in table1_runs}
-    runs = sorted(runs, key=lambda r: (r["n_block"], TOY_VARIANTS.index(r["variant"]), r["seed"]))
+    runs = sorted(runs, key=toy_run_order)
     figure, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), sharey=True, squeeze=False)
     for ax, run in zip(axes[0], runs):
         for row, color in ((table1.get(toy_run_key(run)), "tab:gray"), (run, "tab:red")):
