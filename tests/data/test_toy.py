@@ -23,16 +23,16 @@ def target_block(sample):
     return holders[0]
 
 
-@pytest.mark.parametrize("block_len,n_query", [(5, 2), (8, 4), (3, 3), (1, 1), (26, 5)])
+@pytest.mark.parametrize("n_block,n_query", [(5, 2), (8, 4), (3, 3), (1, 1), (26, 5)])
 @pytest.mark.parametrize("variant", toy.VARIANTS)
-def test_sample_structure_and_label(block_len, n_query, variant):
-    num_blocks = 1 if block_len == 26 else 20
-    for sample in toy.generate(block_len, n_query, variant, samples=30, seed=0, num_blocks=num_blocks):
+def test_sample_structure_and_label(n_block, n_query, variant):
+    num_blocks = 1 if n_block == 26 else 20
+    for sample in toy.generate(n_block, n_query, variant, samples=30, seed=0, num_blocks=num_blocks):
         blocks, query = parse(sample)
         assert len(blocks) == num_blocks
         assert len(set(blocks)) == num_blocks
         for b in blocks:
-            assert len(b) == len(set(b)) == block_len and set(b) <= set(toy.ALPHABET)
+            assert len(b) == len(set(b)) == n_block and set(b) <= set(toy.ALPHABET)
         assert len(query) == len(set(query)) == n_query
         target = target_block(sample)
         assert set(query) <= set(target)
@@ -104,22 +104,22 @@ def test_read_jsonl_errors(tmp_path, line):
 @pytest.mark.parametrize(
     "kwargs,name",
     [
-        (dict(block_len=0), "block_len"),
-        (dict(block_len=27), "block_len"),
+        (dict(n_block=0), "n_block"),
+        (dict(n_block=27), "n_block"),
         (dict(n_query=0), "n_query"),
         (dict(n_query=6), "n_query"),
         (dict(variant="middle"), "variant"),
         (dict(num_blocks=0), "num_blocks"),
         (dict(samples=-1), "samples"),
         # Every 26-letter block holds every query letter: no distractor exists.
-        (dict(block_len=26, n_query=26, num_blocks=2), "num_blocks"),
-        (dict(block_len=26, n_query=1, num_blocks=2), "num_blocks"),
+        (dict(n_block=26, n_query=26, num_blocks=2), "num_blocks"),
+        (dict(n_block=26, n_query=1, num_blocks=2), "num_blocks"),
         # Only 25 one-letter blocks miss the query letter.
-        (dict(block_len=1, n_query=1, num_blocks=27), "num_blocks"),
+        (dict(n_block=1, n_query=1, num_blocks=27), "num_blocks"),
     ],
 )
 def test_validation(kwargs, name):
-    args = dict(block_len=5, n_query=2, variant="all", samples=1, seed=0, num_blocks=10) | kwargs
+    args = dict(n_block=5, n_query=2, variant="all", samples=1, seed=0, num_blocks=10) | kwargs
     with pytest.raises(ValueError, match=f"^{name}:"):
         toy.generate(**args)
     if name != "samples":

@@ -15,16 +15,16 @@ def blocks_and_query(sample):
     return body.split("."), query
 
 
-@pytest.mark.parametrize("block_len,n_query,num_blocks", [(5, 2, 52), (8, 2, 34), (3, 3, 12), (2, 1, 40)])
+@pytest.mark.parametrize("n_block,n_query,num_blocks", [(5, 2, 52), (8, 2, 34), (3, 3, 12), (2, 1, 40)])
 @pytest.mark.parametrize("variant", toy.VARIANTS)
-def test_invariants_and_layout(block_len, n_query, num_blocks, variant):
+def test_invariants_and_layout(n_block, n_query, num_blocks, variant):
     generator = torch.Generator().manual_seed(0)
-    inputs, targets = draw_batch(64, block_len, n_query, variant, num_blocks, generator)
+    inputs, targets = draw_batch(64, n_block, n_query, variant, num_blocks, generator)
     samples = decode_samples(inputs, targets)
     for sample in samples:
         blocks, query = blocks_and_query(sample)
         assert len(blocks) == len(set(blocks)) == num_blocks
-        assert all(len(b) == len(set(b)) == block_len for b in blocks)
+        assert all(len(b) == len(set(b)) == n_block for b in blocks)
         assert len(query) == len(set(query)) == n_query
         holders = [b for b in blocks if set(query) <= set(b)]
         assert len(holders) == 1

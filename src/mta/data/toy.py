@@ -1,6 +1,6 @@
 """The toy task of the paper's Table 1: find the block that holds all query letters (shared/mta-spec.md §5).
 
-A sample's source is ``num_blocks`` blocks of ``block_len`` distinct letters joined by '.', then '#', then
+A sample's source is ``num_blocks`` blocks of ``n_block`` distinct letters joined by '.', then '#', then
 ``n_query`` query letters. Exactly one block (the target) holds every query letter; the label is that whole
 block ("all"), its first letter ("first") or its last letter ("last"). Example (N = 3, L = 2, "all"):
 ``src = "qbe.kxa.mzc#ax"``, ``tgt = "kxa"``.
@@ -47,54 +47,54 @@ def decode(ids) -> str:
     return "".join(chars)
 
 
-def _check_block(block_len: int, n_query: int) -> None:
-    if not 1 <= block_len <= len(ALPHABET):
-        raise ValueError(f"block_len: got {block_len}, expected 1..{len(ALPHABET)}")
-    if not 1 <= n_query <= block_len:
-        raise ValueError(f"n_query: got {n_query}, expected 1..block_len ({block_len})")
+def _check_block(n_block: int, n_query: int) -> None:
+    if not 1 <= n_block <= len(ALPHABET):
+        raise ValueError(f"n_block: got {n_block}, expected 1..{len(ALPHABET)}")
+    if not 1 <= n_query <= n_block:
+        raise ValueError(f"n_query: got {n_query}, expected 1..n_block ({n_block})")
 
 
-def _validate(block_len: int, n_query: int, variant: str, num_blocks: int) -> None:
-    _check_block(block_len, n_query)
+def _validate(n_block: int, n_query: int, variant: str, num_blocks: int) -> None:
+    _check_block(n_block, n_query)
     if variant not in VARIANTS:
         raise ValueError(f"variant: got {variant!r}, expected one of {VARIANTS}")
     if num_blocks < 1:
         raise ValueError(f"num_blocks: got {num_blocks}, expected >= 1")
-    # Distinct strings of block_len distinct letters that miss at least one query letter; asking for more
+    # Distinct strings of n_block distinct letters that miss at least one query letter; asking for more
     # distractors than exist would make the rejection sampling loop forever.
     n = len(ALPHABET)
-    available = (math.comb(n, block_len) - math.comb(n - n_query, block_len - n_query)) * math.factorial(block_len)
+    available = (math.comb(n, n_block) - math.comb(n - n_query, n_block - n_query)) * math.factorial(n_block)
     if num_blocks - 1 > available:
         raise ValueError(
             f"num_blocks: got {num_blocks}, but only {available} distinct distractor blocks exist for "
-            f"block_len={block_len}, n_query={n_query}; expected num_blocks <= {available + 1}"
+            f"n_block={n_block}, n_query={n_query}; expected num_blocks <= {available + 1}"
         )
 
 
-def default_num_blocks(block_len: int, n_query: int, max_chars: int = 319) -> int:
+def default_num_blocks(n_block: int, n_query: int, max_chars: int = 319) -> int:
     """Return the most whole blocks such that len(src) + len(tgt of the "all" variant) <= ``max_chars``.
 
-    With the official 319 characters this is 52 blocks for block_len 5 and 34 for block_len 8.
+    With the official 319 characters this is 52 blocks for n_block 5 and 34 for n_block 8.
     """
-    _check_block(block_len, n_query)
-    # num_blocks * block_len letters + (num_blocks - 1) '.' + '#' + query + target block
-    num_blocks = (max_chars - n_query - block_len) // (block_len + 1)
+    _check_block(n_block, n_query)
+    # num_blocks * n_block letters + (num_blocks - 1) '.' + '#' + query + target block
+    num_blocks = (max_chars - n_query - n_block) // (n_block + 1)
     if num_blocks < 1:
         raise ValueError(
-            f"max_chars: got {max_chars}, expected >= {2 * block_len + 1 + n_query} to fit one block, "
+            f"max_chars: got {max_chars}, expected >= {2 * n_block + 1 + n_query} to fit one block, "
             f"the query and the target"
         )
     return num_blocks
 
 
-def _draw(rng: random.Random, block_len: int, n_query: int, variant: str, num_blocks: int) -> dict:
-    target = "".join(rng.sample(ALPHABET, block_len))
+def _draw(rng: random.Random, n_block: int, n_query: int, variant: str, num_blocks: int) -> dict:
+    target = "".join(rng.sample(ALPHABET, n_block))
     query = rng.sample(target, n_query)
     needed = set(query)
     # A list, not a set, keeps the order (and so the output) independent of string hashing.
     blocks, seen = [target], {target}
     while len(blocks) < num_blocks:
-        block = "".join(rng.sample(ALPHABET, block_len))
+        block = "".join(rng.sample(ALPHABET, n_block))
         if block not in seen and not needed.issubset(block):
             blocks.append(block)
             seen.add(block)
@@ -104,31 +104,31 @@ def _draw(rng: random.Random, block_len: int, n_query: int, variant: str, num_bl
     return {"src": src, "tgt": tgt}
 
 
-def make_sample(rng: random.Random, block_len: int, n_query: int, variant: str, num_blocks: int) -> dict:
+def make_sample(rng: random.Random, n_block: int, n_query: int, variant: str, num_blocks: int) -> dict:
     """Draw one sample with ``rng``; return ``{"src": str, "tgt": str}``.
 
-    The target block has ``block_len`` distinct letters in random order; the ``n_query`` distinct query letters
-    are drawn from it in random order. Each of the ``num_blocks - 1`` distractor blocks has ``block_len``
+    The target block has ``n_block`` distinct letters in random order; the ``n_query`` distinct query letters
+    are drawn from it in random order. Each of the ``num_blocks - 1`` distractor blocks has ``n_block``
     distinct letters and is redrawn if it holds every query letter or repeats a block already drawn.
     """
-    _validate(block_len, n_query, variant, num_blocks)
-    return _draw(rng, block_len, n_query, variant, num_blocks)
+    _validate(n_block, n_query, variant, num_blocks)
+    return _draw(rng, n_block, n_query, variant, num_blocks)
 
 
 def generate(
-    block_len: int, n_query: int, variant: str, samples: int, seed: int, num_blocks: int | None = None
+    n_block: int, n_query: int, variant: str, samples: int, seed: int, num_blocks: int | None = None
 ) -> list[dict]:
     """Return ``samples`` samples (see `make_sample`), determined by ``seed`` alone.
 
-    ``num_blocks`` defaults to `default_num_blocks(block_len, n_query)`.
+    ``num_blocks`` defaults to `default_num_blocks(n_block, n_query)`.
     """
     if num_blocks is None:
-        num_blocks = default_num_blocks(block_len, n_query)
-    _validate(block_len, n_query, variant, num_blocks)
+        num_blocks = default_num_blocks(n_block, n_query)
+    _validate(n_block, n_query, variant, num_blocks)
     if samples < 0:
         raise ValueError(f"samples: got {samples}, expected >= 0")
     rng = random.Random(seed)
-    return [_draw(rng, block_len, n_query, variant, num_blocks) for _ in range(samples)]
+    return [_draw(rng, n_block, n_query, variant, num_blocks) for _ in range(samples)]
 
 
 def write_jsonl(samples: list[dict], path: str | os.PathLike) -> None:

@@ -2,7 +2,7 @@
 
 `mta.data.toy` draws one sample at a time in Python (≈ 0.3 ms each), which starves a GPU: a batch of 64 costs
 more than a training step of the paper's toy model. This module draws the same distribution with tensor
-operations: every block is a uniformly random ordered choice of `block_len` distinct letters; the target block
+operations: every block is a uniformly random ordered choice of `n_block` distinct letters; the target block
 sits at a uniformly random position; the query is `n_query` distinct letters of the target in random order;
 distractors holding every query letter, and repeated blocks, are redrawn until none is left (rejection
 sampling, as the Python generator does). Samples are the same distribution, not the same draws, as
@@ -22,10 +22,10 @@ LETTER_OFFSET = encode("a")[0]
 BLOCK_SEP_ID, QUERY_SEP_ID = encode(".")[0], encode("#")[0]
 
 
-def _draw_blocks(shape: tuple[int, ...], block_len: int, generator: torch.Generator, device) -> torch.Tensor:
-    """[*shape, block_len] letter indices (0..25), distinct within each block, uniform over ordered choices."""
+def _draw_blocks(shape: tuple[int, ...], n_block: int, generator: torch.Generator, device) -> torch.Tensor:
+    """[*shape, n_block] letter indices (0..25), distinct within each block, uniform over ordered choices."""
     keys = torch.rand(*shape, len(ALPHABET), generator=generator, device=device)
-    return keys.argsort(dim=-1)[..., :block_len]
+    return keys.argsort(dim=-1)[..., :n_block]
 
 
 def _invalid_distractors(blocks: torch.Tensor, query: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def _invalid_distractors(blocks: torch.Tensor, query: torch.Tensor, target_index
 
 def draw_batch(
     batch_size: int,
-    block_len: int,
+    n_block: int,
     n_query: int,
     variant: str,
     num_blocks: int,
@@ -55,21 +55,21 @@ def draw_batch(
     """A batch of toy samples as (inputs, targets), both [B, T] long on `device` (module docstring).
 
     generator: a torch.Generator on `device`; the batch depends on its state alone.
-    T = 1 + num_blocks·(block_len + 1) + n_query + len(tgt), len(tgt) = block_len for "all", else 1.
+    T = 1 + num_blocks·(n_block + 1) + n_query + len(tgt), len(tgt) = n_block for "all", else 1.
     """
-    _validate(block_len, n_query, variant, num_blocks)
+    _validate(n_block, n_query, variant, num_blocks)
     if batch_size < 1:
         raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
     device = torch.device(device)
     rows = torch.arange(batch_size, device=device)
-    blocks = _draw_blocks((batch_size, num_blocks), block_len, generator, device)
+    blocks = _draw_blocks((batch_size, num_blocks), n_block, generator, device)
     target_index = torch.randint(num_blocks, (batch_size,), generator=generator, device=device)
     target = blocks[rows, target_index]
-    picks = torch.rand(batch_size, block_len, generator=generator, device=device).argsort(dim=-1)[:, :n_query]
+    picks = torch.rand(batch_size, n_block, generator=generator, device=device).argsort(dim=-1)[:, :n_query]
     query = target.gather(1, picks)
     invalid = _invalid_distractors(blocks, query, target_index)
     while invalid.any():
-        redraw = _draw_blocks((int(invalid.sum()),), block_len, generator, device)
+        redraw = _draw_blocks((int(invalid.sum()),), n_block, generator, device)
         blocks[invalid] = redraw
         invalid = _invalid_distractors(blocks, query, target_index)
 
