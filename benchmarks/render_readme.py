@@ -158,6 +158,24 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def toy_reach_table(runs: list[dict]) -> str:
+    """Final sequence error of toy runs by reach (mta.data.toy.answer_reach: how many letters the furthest query
+    letter sits from the first target letter), one row per run, from Table 1 and the wider-kernel runs."""
+    reaches = sorted({row["reach"] for run in runs for row in run["final_sequence_error_pct_by_reach"]})
+    lines = ["| model | setting | seed | kernel | sequence error % | " + " | ".join(f"reach {r}" for r in reaches)
+             + " |", "|---|---|---:|---|---:|" + "---:|" * len(reaches)]
+    for run in sorted(runs, key=lambda r: (*toy_run_order(r), r["model_config"].get("pre_kernel") or [])):
+        by_reach = {row["reach"]: row for row in run["final_sequence_error_pct_by_reach"]}
+        cells = [f"{by_reach[r]['sequence_error_pct']:.1f} ({by_reach[r]['samples']})" if r in by_reach else "—"
+                 for r in reaches]
+        kernel = toy_kernel_label(run) if run["arch"] == "mta" else "—"
+        lines.append(f"| {TOY_ARCH_LABELS[run['arch']]} | N={run['n_block']} {run['variant']} | {run['seed']} | "
+                     f"{kernel} | {run['final_sequence_error_pct']:.1f} | " + " | ".join(cells) + " |")
+    lines += ["", f"<sub>Error % (held-out samples) at each reach; {len(runs)} runs; {toy_provenance(runs)}; per-run "
+              "JSON in results/toy/ and results/toy_kernel15/</sub>"]
+    return "\n".join(lines)
+
+
 def toy_kernel_plot(runs: list[dict], table1_runs: list[dict], path: Path) -> None:
     """Held-out sequence error vs step of each wider-kernel run beside its Table 1 run, one panel per setting."""
     import matplotlib
@@ -681,6 +699,12 @@ def load_toy_kernel_runs() -> list[dict] | None:
     return load_json_files(TOY_KERNEL_DIR, "*-N*-*-s*.json")
 
 
+def load_toy_reach_runs() -> list[dict] | None:
+    """The N = 8 toy runs (Table 1's and the wider-kernel ones) whose result has the error by reach."""
+    runs = (load_toy_runs() or []) + (load_toy_kernel_runs() or [])
+    return [run for run in runs if run["n_block"] == 8 and run.get("final_sequence_error_pct_by_reach")] or None
+
+
 def triton_accuracy(results: dict) -> str:
     """Worst relative RMS and max error over the output and every gradient, per configuration and N."""
     lines = ["| config | N | output rel. RMS | worst gradient rel. RMS (which) | largest max error |", "|---|---:|---:|---:|---:|"]
@@ -935,6 +959,7 @@ TABLES = {
     "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_kernel15": (load_toy_kernel_runs, lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
+    "toy_reach": (load_toy_reach_runs, toy_reach_table),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),

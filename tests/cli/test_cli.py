@@ -34,7 +34,9 @@ def test_toy_train_then_eval(tmp_path, capsys):
     assert main(["toy", "eval", "--checkpoint", str(out), "--data", str(data), "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 6
-    assert set(report) == {"samples", "sequence_error_pct", "token_error_pct", "position_error_pct"}
+    assert set(report) == {"samples", "sequence_error_pct", "token_error_pct", "position_error_pct",
+                           "sequence_error_pct_by_reach"}
+    assert sum(row["samples"] for row in report["sequence_error_pct_by_reach"]) == 6
     assert len(report["position_error_pct"]) == 3  # the longest target, "all" at N = 3
 
 

@@ -56,6 +56,35 @@ def test_determinism_by_seed():
     assert toy.make_sample(rng, 5, 2, "last", 10) != toy.make_sample(rng, 5, 2, "last", 10)
 
 
+@pytest.mark.parametrize(
+    "sample,reach",
+    [
+        ({"src": "qbe.kxa#ax", "tgt": "k"}, 2),  # "first": "a" is 2 letters after "k"
+        ({"src": "qbe.kxa#ax", "tgt": "kxa"}, 2),  # "all": the same first target letter
+        ({"src": "qbe.kxa#xk", "tgt": "a"}, 2),  # "last": "k" is 2 letters before "a"
+        ({"src": "qbe.kxa#xa", "tgt": "a"}, 1),  # a query letter may be the answer itself
+        ({"src": "kxa.axz#ax", "tgt": "k"}, None),  # two blocks hold the query letters
+        ({"src": "qbe.kxa#ax", "tgt": "q"}, None),  # the target letter is not in the query's block
+        ({"src": "qbe.kxa#", "tgt": "k"}, None),  # no query
+        ({"src": "qbe.kxa#ax", "tgt": ""}, None),  # no target
+    ],
+)
+def test_answer_reach(sample, reach):
+    assert toy.answer_reach(sample) == reach
+
+
+@pytest.mark.parametrize("variant", toy.VARIANTS)
+def test_answer_reach_of_generated_samples(variant):
+    """With two query letters of an 8-letter block, a reach r in 1..7 comes from r of the 28 letter pairs."""
+    samples = toy.generate(8, 2, variant, samples=400, seed=5)
+    reaches = [toy.answer_reach(s) for s in samples]
+    for sample, reach in zip(samples, reaches):
+        block, answer = target_block(sample), sample["tgt"][0]
+        assert reach == max(abs(block.index(q) - block.index(answer)) for q in parse(sample)[1])
+    assert set(reaches) == set(range(1, 8))
+    assert sum(r <= 4 for r in reaches) / len(reaches) == pytest.approx(10 / 28, abs=0.07)
+
+
 def test_default_lengths():
     assert toy.default_num_blocks(5, 2) == 52
     assert toy.default_num_blocks(8, 4) == 34

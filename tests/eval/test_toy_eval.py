@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mta.data import toy
-from mta.eval.toy import IGNORE_INDEX, encode_batch, evaluate_toy
+from mta.eval.toy import IGNORE_INDEX, encode_batch, error_by_reach, evaluate_toy
 from mta.models import DecoderLM, get_preset
 
 SAMPLES = [
@@ -82,8 +82,28 @@ TARGET_LETTERS = sum(len(s["tgt"]) for s in SAMPLES)  # 10
 )
 def test_errors_of_a_scripted_model(wrong, sequence_pct, token_pct, position_pct, batch_size):
     result = evaluate_toy(ScriptedModel(SAMPLES, wrong), SAMPLES, batch_size=batch_size)
+    by_reach = result.pop("sequence_error_pct_by_reach")
     assert result == {"samples": 4, "sequence_error_pct": sequence_pct, "token_error_pct": pytest.approx(token_pct),
                       "position_error_pct": pytest.approx(position_pct)}
+    assert sum(row["samples"] for row in by_reach) == 4  # every sample of SAMPLES has a reach
+    assert sum(row["samples"] * row["sequence_error_pct"] for row in by_reach) / 4 == pytest.approx(sequence_pct)
+
+
+def test_error_by_reach_of_a_scripted_model():
+    # Reaches: 1 ("ab" from "a"), 2 ("wu" from "u"), 0 ("b" from "b"), 2 ("yw" from "w").
+    result = evaluate_toy(ScriptedModel(SAMPLES, {(1, 0): toy.encode("a")[0]}), SAMPLES)
+    assert result["sequence_error_pct_by_reach"] == [
+        {"reach": 0, "samples": 1, "sequence_error_pct": 0.0},
+        {"reach": 1, "samples": 1, "sequence_error_pct": 0.0},
+        {"reach": 2, "samples": 2, "sequence_error_pct": 50.0},
+    ]
+
+
+def test_error_by_reach_leaves_out_samples_without_one():
+    samples = [{"src": "ab.ba#ab", "tgt": "ab"}, {"src": "ab.cd#cd", "tgt": "cd"}]  # the first: two blocks match
+    assert error_by_reach(samples, [True, True]) == [{"reach": 1, "samples": 1, "sequence_error_pct": 100.0}]
+    with pytest.raises(ValueError):
+        error_by_reach(samples, [True])
 
 
 def test_padding_does_not_change_a_real_model():
@@ -97,4 +117,4 @@ def test_padding_does_not_change_a_real_model():
 def test_no_samples():
     model = DecoderLM(get_preset("toy-transformer", dim=32, n_layers=1))
     assert evaluate_toy(model, []) == {"samples": 0, "sequence_error_pct": 0.0, "token_error_pct": 0.0,
-                                       "position_error_pct": []}
+                                       "position_error_pct": [], "sequence_error_pct_by_reach": []}

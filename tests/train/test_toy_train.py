@@ -41,7 +41,9 @@ def test_run_directory(tmp_path, arch):
     model = load_checkpoint(tmp_path)
     assert model.config.attention == arch and model.config.dim == 16
     held_out = toy_train.toy_data.generate(3, 2, "all", 6, seed=42 + 1000, num_blocks=4)
-    assert evaluate_toy(model, held_out)["sequence_error_pct"] == result["final_sequence_error_pct"]
+    final = evaluate_toy(model, held_out)
+    assert final["sequence_error_pct"] == result["final_sequence_error_pct"]
+    assert final["sequence_error_pct_by_reach"] == result["final_sequence_error_pct_by_reach"]
 
 
 def test_same_seed_same_run(tmp_path):

@@ -131,6 +131,24 @@ def generate(
     return [_draw(rng, n_block, n_query, variant, num_blocks) for _ in range(samples)]
 
 
+def answer_reach(sample: dict) -> int | None:
+    """How far the furthest query letter sits from the first target letter, in letters within the target block.
+
+    The first target letter (the block's first for "all" and "first", its last for "last") is the one that needs
+    the target block found; a q–k kernel c_k keys wide scores a key by the query letters at most (c_k - 1) // 2
+    letters away, so samples of a larger reach need more than one convolution step. E.g. N = 3, src
+    "qbe.kxa#ax", tgt "k": the target block "kxa" has "a" 2 letters after "k", so the reach is 2. None where no
+    single block holds every query letter and the first target letter (a file from elsewhere may truncate blocks).
+    """
+    blocks, _, query = sample["src"].rpartition(QUERY_SEP)
+    holding = [block for block in blocks.split(BLOCK_SEP) if set(query) <= set(block)]
+    if not query or not sample["tgt"] or len(holding) != 1 or sample["tgt"][0] not in holding[0]:
+        return None
+    block = holding[0]
+    answer = block.index(sample["tgt"][0])
+    return max(abs(block.index(letter) - answer) for letter in query)
+
+
 def write_jsonl(samples: list[dict], path: str | os.PathLike) -> None:
     """Write one ``{"src", "tgt"}`` JSON object per line to ``path``, creating its parent directory."""
     dirname = os.path.dirname(os.fspath(path))

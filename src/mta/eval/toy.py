@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mta.data.toy import BOS_ID, EOS_ID, PAD_ID, encode
+from mta.data.toy import BOS_ID, EOS_ID, PAD_ID, answer_reach, encode
 
 IGNORE_INDEX = -100
 
@@ -62,14 +62,16 @@ def evaluate_toy(
     `autocast_dtype`, and restores the model's training mode afterwards. Returns {"samples": int,
     "sequence_error_pct": % of samples with any wrong target character, "token_error_pct": % of target
     characters wrong, "position_error_pct": [P] % wrong at each target position k over the samples whose target
-    has a k-th character (P = the longest target)}; the first two are 0.0 and the list is empty for no samples.
+    has a k-th character (P = the longest target), "sequence_error_pct_by_reach": [{"reach", "samples",
+    "sequence_error_pct"}] by mta.data.toy.answer_reach, in increasing reach, over the samples that have one}; for no
+    samples the two error percentages are 0.0 and the lists are empty.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: got {batch_size}, expected >= 1")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    wrong_sequences = 0
+    sequence_wrongs = [torch.zeros(0, dtype=torch.bool)]  # [B] per batch: any target character wrong
     # Per scored target character of every batch: its index within its target, and whether it is wrong.
     positions, wrongs = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
     try:
@@ -79,17 +81,32 @@ def evaluate_toy(
                 logits = model(inputs)
             scored = (targets != IGNORE_INDEX) & (targets != EOS_ID)
             wrong = (logits.argmax(-1) != targets) & scored
-            wrong_sequences += int(wrong.any(dim=1).sum())
+            sequence_wrongs.append(wrong.any(dim=1).cpu())
             positions.append((scored.cumsum(dim=1) - 1)[scored].cpu())
             wrongs.append(wrong[scored].long().cpu())
     finally:
         model.train(was_training)
-    position, wrong = torch.cat(positions), torch.cat(wrongs)
+    position, wrong, sequence_wrong = torch.cat(positions), torch.cat(wrongs), torch.cat(sequence_wrongs)
     scored_at = torch.bincount(position)  # [P] target characters at each position
     wrong_at = torch.bincount(position, wrong, minlength=len(scored_at))  # [P] wrong ones (float64 counts)
     return {
         "samples": len(samples),
-        "sequence_error_pct": 100.0 * wrong_sequences / max(len(samples), 1),
+        "sequence_error_pct": 100.0 * int(sequence_wrong.sum()) / max(len(samples), 1),
         "token_error_pct": 100.0 * int(wrong.sum()) / max(len(wrong), 1),
         "position_error_pct": (100.0 * wrong_at / scored_at.clamp(min=1)).tolist(),
+        "sequence_error_pct_by_reach": error_by_reach(samples, sequence_wrong.tolist()),
     }
+
+
+def error_by_reach(samples: Sequence[dict], sequence_wrong: Sequence[bool]) -> list[dict]:
+    """[{"reach", "samples", "sequence_error_pct"}] of `samples` grouped by mta.data.toy.answer_reach (samples
+    without one left out), in increasing reach; `sequence_wrong[i]` says whether sample i has a wrong letter."""
+    counts: dict[int, list[int]] = {}  # reach -> [samples, wrong samples]
+    for sample, is_wrong in zip(samples, sequence_wrong, strict=True):
+        reach = answer_reach(sample)
+        if reach is not None:
+            count = counts.setdefault(reach, [0, 0])
+            count[0] += 1
+            count[1] += bool(is_wrong)
+    return [{"reach": reach, "samples": total, "sequence_error_pct": 100.0 * wrong / total}
+            for reach, (total, wrong) in sorted(counts.items())]

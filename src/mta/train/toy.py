@@ -380,8 +380,8 @@ def held_out_samples(config: ToyTrainConfig) -> list[dict]:
 def toy_result(config: ToyTrainConfig, model: DecoderLM, step: int, stopped: str, evaluations: list[dict],
                zero_streak: int, elapsed_s: float) -> dict:
     """result.json of a run: the task, how it ended (`stopped`: "solved", "max_steps", "time_limit" or
-    "interrupted"), its errors (`evaluations`: {"step", "sequence_error_pct", "token_error_pct",
-    "position_error_pct"} in order, the last `zero_streak` of them at 0%), its settings and where it ran."""
+    "interrupted"), its errors (`evaluations`: {"step", **evaluate_toy's result} in order, the last `zero_streak`
+    of them at 0%), its settings and where it ran."""
     best = min(evaluations, key=lambda e: (e["sequence_error_pct"], e["token_error_pct"]), default={})
     final = evaluations[-1] if evaluations else {}
     solved = stopped == "solved"
@@ -402,6 +402,7 @@ def toy_result(config: ToyTrainConfig, model: DecoderLM, step: int, stopped: str
         "final_sequence_error_pct": final.get("sequence_error_pct"),
         "final_token_error_pct": final.get("token_error_pct"),
         "final_position_error_pct": final.get("position_error_pct"),
+        "final_sequence_error_pct_by_reach": final.get("sequence_error_pct_by_reach"),
         "eval_samples": config.eval_samples,
         "elapsed_s": elapsed_s,
         "parameters": model.num_parameters(),
