@@ -158,9 +158,9 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def toy_reach_table(runs: list[dict]) -> str:
+def toy_reach_table(runs: list[dict], where: str) -> str:
     """Final sequence error of toy runs by reach (mta.data.toy.answer_reach: how many letters the furthest query
-    letter sits from the first target letter), one row per run, from Table 1 and the wider-kernel runs."""
+    letter sits from the first target letter), one row per run; `where` names the runs' JSON directories."""
     reaches = sorted({row["reach"] for run in runs for row in run["final_sequence_error_pct_by_reach"]})
     lines = ["| model | setting | seed | kernel | sequence error % | " + " | ".join(f"reach {r}" for r in reaches)
              + " |", "|---|---|---:|---|---:|" + "---:|" * len(reaches)]
@@ -172,7 +172,7 @@ def toy_reach_table(runs: list[dict]) -> str:
         lines.append(f"| {TOY_ARCH_LABELS[run['arch']]} | N={run['n_block']} {run['variant']} | {run['seed']} | "
                      f"{kernel} | {run['final_sequence_error_pct']:.1f} | " + " | ".join(cells) + " |")
     lines += ["", f"<sub>Error % (held-out samples) at each reach; {len(runs)} runs; {toy_provenance(runs)}; per-run "
-              "JSON in results/toy/ and results/toy_kernel15/</sub>"]
+              f"JSON in {where}</sub>"]
     return "\n".join(lines)
 
 
@@ -959,7 +959,9 @@ TABLES = {
     "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_kernel15": (load_toy_kernel_runs, lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
-    "toy_reach": (load_toy_reach_runs, toy_reach_table),
+    "toy_reach": (load_toy_reach_runs, lambda runs: toy_reach_table(runs, "results/toy/ and results/toy_kernel15/")),
+    "toy_reach_cpu": (lambda: load_json_files(ROOT / "results" / "toy_reach", "*-s*.json"),
+                      lambda runs: toy_reach_table(runs, "results/toy_reach/")),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),

@@ -224,9 +224,10 @@ def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
     runs = [run("mta", 43, [2, 15], [(1, 10, 0.0), (5, 30, 10.0)]),
             run("mta", 43, [2, 9], [(1, 10, 0.0), (5, 30, 80.0)]),
             run("transformer", 44, None, [(2, 20, 50.0)])]
-    lines = render.toy_reach_table(runs).splitlines()
+    lines = render.toy_reach_table(runs, "results/toy/").splitlines()
     assert lines[0] == "| model | setting | seed | kernel | sequence error % | reach 1 | reach 2 | reach 5 |"
     assert lines[2:5] == ["| MTA | N=8 last | 43 | 2×9 | 60.0 | 0.0 (10) | — | 80.0 (30) |",
                           "| MTA | N=8 last | 43 | 2×15 | 7.5 | 0.0 (10) | — | 10.0 (30) |",
                           "| Transformer | N=8 last | 44 | — | 50.0 | — | 50.0 (20) | — |"]
-    assert "3 runs; NVIDIA H200, torch 2.11.0, commits dddddddddddd, 2026-12-04T07:00" in lines[-1]
+    assert "3 runs; NVIDIA H200, torch 2.11.0, commits dddddddddddd, 2026-12-04T07:00; per-run JSON in results/toy/" \
+        in lines[-1]
