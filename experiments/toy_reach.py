@@ -8,9 +8,11 @@ Table 1") predicts errors at the reaches above that and few below. This trains, 
 each kernel of --kernels, and writes each run's result.json plus its evaluation curve to
 results/toy_reach/<arch>[-k<c_q>x<c_k>]-s<seed>.json, with the final error by reach.
 
-    python experiments/toy_reach.py                       # Transformer, MTA 2×5, 2×9, 2×15; seed 42 (~20 min)
+    python experiments/toy_reach.py                       # Transformer, MTA 2×5, 2×9, 2×15; seed 42 (~23 min, 2 CPU cores)
     python experiments/toy_reach.py --seeds 43 --skip-done
     python experiments/toy_reach.py --kernels 2x9 -- --steps 6000   # more `mta toy train` flags after --
+
+(--kernels sets each MTA run's kernel; a --kernel after -- is overridden.)
 """
 
 from __future__ import annotations
