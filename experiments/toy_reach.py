@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from mta.cli.toy import add_train_arguments, train_config_from_args  # noqa: E402
+from mta.layers.config import _check_kernel  # noqa: E402
 from mta.train import ToyTrainConfig, train_toy  # noqa: E402
 from toy_table1 import collect  # noqa: E402
 
@@ -50,14 +51,15 @@ SETTING = ToyTrainConfig(
 
 
 def kernel(text: str) -> tuple[int, int]:
-    """"2x9" -> (2, 9)."""
+    """"2x9" -> (2, 9), checked as ModelConfig checks a pre_kernel."""
     try:
         c_q, c_k = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected C_QxC_K such as 2x9, got {text!r}") from None
-    if c_q < 1 or c_k < 1 or c_k % 2 == 0:
-        raise argparse.ArgumentTypeError(f"expected c_q >= 1 and an odd c_k >= 1 (centred along keys), got {text!r}")
-    return c_q, c_k
+    try:
+        return _check_kernel("kernel", (c_q, c_k))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_name(arch: str, seed: int, pre_kernel: tuple[int, int] | None) -> str:
