@@ -106,9 +106,14 @@ def toy_table1(runs: list[dict]) -> str:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
             cells.append(" / ".join(steps_cell(r) for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"<sub>{len(runs)} runs; {toy_provenance(runs)}; per-run JSON in results/toy/, curves in "
+    lines += ["", f"<sub>{run_count(runs)}; {toy_provenance(runs)}; per-run JSON in results/toy/, curves in "
               "results/toy/table1_curves.png</sub>"]
     return "\n".join(lines)
+
+
+def run_count(runs: list) -> str:
+    """'1 run' or 'K runs'."""
+    return f"{len(runs)} run" + ("" if len(runs) == 1 else "s")
 
 
 def toy_provenance(runs: list[dict]) -> str:
@@ -153,7 +158,7 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
             kernel = toy_kernel_label(row) + (f" ({source})" if source else "")
             lines.append(f"| {TOY_ARCH_LABELS[row['arch']]} | {setting} | {row['seed']} | {kernel} | "
                          f"{row['final_sequence_error_pct']:.1f} | {steps_cell(row)} | {per_letter} |")
-    lines += ["", f"<sub>{len(runs)} runs with another kernel; {toy_provenance(runs)}; per-run JSON in "
+    lines += ["", f"<sub>{run_count(runs)} with another kernel; {toy_provenance(runs)}; per-run JSON in "
               "results/toy_kernel15/, curves in results/toy_kernel15/curves.png</sub>"]
     return "\n".join(lines)
 
@@ -171,7 +176,7 @@ def toy_reach_table(runs: list[dict], where: str) -> str:
         kernel = toy_kernel_label(run) if run["arch"] == "mta" else "—"
         lines.append(f"| {TOY_ARCH_LABELS[run['arch']]} | N={run['n_block']} {run['variant']} | {run['seed']} | "
                      f"{kernel} | {run['final_sequence_error_pct']:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", f"<sub>Error % (held-out samples) at each reach; {len(runs)} runs; {toy_provenance(runs)}; per-run "
+    lines += ["", f"<sub>Error % (held-out samples) at each reach; {run_count(runs)}; {toy_provenance(runs)}; per-run "
               f"JSON in {where}</sub>"]
     return "\n".join(lines)
 
