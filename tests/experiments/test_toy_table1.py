@@ -205,7 +205,6 @@ def test_runs_with_a_state_go_first(tmp_path):
     assert launcher.resumable_first(settings, tmp_path / "empty") == settings
 
 
-
 def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
     """render_readme's toy_reach_table: each run's final error at every reach any run has, "—" where it has none,
     runs in Table 1's order and the spec's kernel before a wider one."""
@@ -231,3 +230,4 @@ def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
                           "| Transformer | N=8 last | 44 | — | 50.0 | — | 50.0 (20) | — |"]
     assert "3 runs; NVIDIA H200, torch 2.11.0, commits dddddddddddd, 2026-12-04T07:00; per-run JSON in results/toy/" \
         in lines[-1]
+    assert "at each reach; 1 run; NVIDIA H200" in render.toy_reach_table(runs[:1], "results/toy/").splitlines()[-1]
