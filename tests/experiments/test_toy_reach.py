@@ -1,22 +1,17 @@
 """The kernel-width experiment on the CPU (experiments/toy_reach.py): one results file per run, with the error by
 reach (tiny settings)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--", "--steps", "2", "--eval-every", "2", "--eval-samples", "8", "--dim", "16", "--layers", "1",
         "--num-blocks", "3", "--no-progress"]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("toy_reach", ROOT / "experiments" / "toy_reach.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("toy_reach", folder="experiments")
 
 
 def test_every_run_writes_its_error_by_reach_and_skip_done_leaves_it(tmp_path, capsys):

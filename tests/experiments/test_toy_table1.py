@@ -1,20 +1,18 @@
 """The Table 1 launcher: stacks per architecture, one results file per run (tiny settings, CPU)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "toy_table1.py"
 
 
 def load_launcher():
-    spec = importlib.util.spec_from_file_location("toy_table1", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("toy_table1", folder="experiments")
 
 
 def test_stacks_split_each_architecture_over_the_gpus():
@@ -79,8 +77,6 @@ def test_every_run_writes_its_results_file(tmp_path):
 
 def test_capped_runs_render_per_seed():
     """render_readme's toy_trial: one cell per setting with every seed's error at its step, gaps as —."""
-    from benchmark_scripts import load_benchmark
-
     render = load_benchmark("render_readme")
     environment = {"device": "NVIDIA H200", "cpu_threads": 16, "torch": "2.11.0", "triton": "3.6.0",
                    "python": "3.12.3", "commit": "0" * 40, "date": "2026-12-02T00:00:00+00:00"}
@@ -97,8 +93,6 @@ def test_capped_runs_render_per_seed():
 def test_table1_renders_mean_std_steps_and_every_batch_provenance():
     """render_readme's toy_table1: mean ± std over seeds, steps with their stop and resume marks, and the commits
     and dates of every batch the runs came from."""
-    from benchmark_scripts import load_benchmark
-
     render = load_benchmark("render_readme")
 
     def run(variant, seed, error, steps, stopped, commit, date, resumed_at=()):
@@ -119,8 +113,6 @@ def test_table1_renders_mean_std_steps_and_every_batch_provenance():
 def test_kernel_ablation_sits_beside_the_table1_run_of_its_setting_and_seed():
     """render_readme's toy_kernel_ablation: each wider-kernel run under the Table 1 run of the same setting and seed
     (none for a seed Table 1 lacks), with its steps' marks and its error per target letter where recorded."""
-    from benchmark_scripts import load_benchmark
-
     render = load_benchmark("render_readme")
 
     def run(variant, seed, kernel, error, steps, stopped, positions=None):
@@ -208,8 +200,6 @@ def test_runs_with_a_state_go_first(tmp_path):
 def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
     """render_readme's toy_reach_table: each run's final error at every reach any run has, "—" where it has none,
     runs in Table 1's order and the spec's kernel before a wider one."""
-    from benchmark_scripts import load_benchmark
-
     render = load_benchmark("render_readme")
 
     def run(arch, seed, kernel, by_reach):
