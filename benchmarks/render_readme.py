@@ -165,17 +165,18 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
 
 def toy_reach_table(runs: list[dict], where: str) -> str:
     """Final sequence error of toy runs by reach (mta.data.toy.answer_reach: how many letters the furthest query
-    letter sits from the first target letter), one row per run; `where` names the runs' JSON directories."""
+    letter sits from the first target letter), one row per run with its steps (Table 1's marks); `where` names the
+    runs' JSON directories."""
     reaches = sorted({row["reach"] for run in runs for row in run["final_sequence_error_pct_by_reach"]})
-    lines = ["| model | setting | seed | kernel | sequence error % | " + " | ".join(f"reach {r}" for r in reaches)
-             + " |", "|---|---|---:|---|---:|" + "---:|" * len(reaches)]
+    lines = ["| model | setting | seed | kernel | steps | sequence error % | "
+             + " | ".join(f"reach {r}" for r in reaches) + " |", "|---|---|---:|---|---:|---:|" + "---:|" * len(reaches)]
     for run in sorted(runs, key=lambda r: (*toy_run_order(r), r["model_config"].get("pre_kernel") or [])):
         by_reach = {row["reach"]: row for row in run["final_sequence_error_pct_by_reach"]}
         cells = [f"{by_reach[r]['sequence_error_pct']:.1f} ({by_reach[r]['samples']})" if r in by_reach else "—"
                  for r in reaches]
         kernel = toy_kernel_label(run) if run["arch"] == "mta" else "—"
         lines.append(f"| {TOY_ARCH_LABELS[run['arch']]} | N={run['n_block']} {run['variant']} | {run['seed']} | "
-                     f"{kernel} | {run['final_sequence_error_pct']:.1f} | " + " | ".join(cells) + " |")
+                     f"{kernel} | {steps_cell(run)} | {run['final_sequence_error_pct']:.1f} | " + " | ".join(cells) + " |")
     lines += ["", f"<sub>Error % (held-out samples) at each reach; {run_count(runs)}; {toy_provenance(runs)}; per-run "
               f"JSON in {where}</sub>"]
     return "\n".join(lines)
@@ -967,6 +968,8 @@ TABLES = {
     "toy_reach": (load_toy_reach_runs, lambda runs: toy_reach_table(runs, "results/toy/ and results/toy_kernel15/")),
     "toy_reach_cpu": (lambda: load_json_files(ROOT / "results" / "toy_reach", "*-s*.json"),
                       lambda runs: toy_reach_table(runs, "results/toy_reach/")),
+    "toy_reach_cpu_long": (lambda: load_json_files(ROOT / "results" / "toy_reach_long", "*-s*.json"),
+                           lambda runs: toy_reach_table(runs, "results/toy_reach_long/")),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),

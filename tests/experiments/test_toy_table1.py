@@ -198,26 +198,26 @@ def test_runs_with_a_state_go_first(tmp_path):
 
 
 def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
-    """render_readme's toy_reach_table: each run's final error at every reach any run has, "—" where it has none,
-    runs in Table 1's order and the spec's kernel before a wider one."""
+    """render_readme's toy_reach_table: each run's steps and final error at every reach any run has, "—" where it
+    has none, runs in Table 1's order and the spec's kernel before a wider one."""
     render = load_benchmark("render_readme")
 
-    def run(arch, seed, kernel, by_reach):
+    def run(arch, seed, kernel, by_reach, steps=3000, stopped="max_steps"):
         environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": "d" * 40, "date": "2026-12-04T07:00"}
         rows = [{"reach": r, "samples": n, "sequence_error_pct": e} for r, n, e in by_reach]
         error = sum(n * e for _, n, e in by_reach) / sum(n for _, n, _ in by_reach)
-        return {"arch": arch, "n_block": 8, "variant": "last", "seed": seed, "final_sequence_error_pct": error,
-                "final_sequence_error_pct_by_reach": rows, "model_config": {"pre_kernel": kernel},
-                "environment": environment}
+        return {"arch": arch, "n_block": 8, "variant": "last", "seed": seed, "steps": steps, "stopped": stopped,
+                "final_sequence_error_pct": error, "final_sequence_error_pct_by_reach": rows,
+                "model_config": {"pre_kernel": kernel}, "environment": environment}
 
     runs = [run("mta", 43, [2, 15], [(1, 10, 0.0), (5, 30, 10.0)]),
             run("mta", 43, [2, 9], [(1, 10, 0.0), (5, 30, 80.0)]),
-            run("transformer", 44, None, [(2, 20, 50.0)])]
+            run("transformer", 44, None, [(2, 20, 50.0)], steps=42000, stopped="solved")]
     lines = render.toy_reach_table(runs, "results/toy/").splitlines()
-    assert lines[0] == "| model | setting | seed | kernel | sequence error % | reach 1 | reach 2 | reach 5 |"
-    assert lines[2:5] == ["| MTA | N=8 last | 43 | 2×9 | 60.0 | 0.0 (10) | — | 80.0 (30) |",
-                          "| MTA | N=8 last | 43 | 2×15 | 7.5 | 0.0 (10) | — | 10.0 (30) |",
-                          "| Transformer | N=8 last | 44 | — | 50.0 | — | 50.0 (20) | — |"]
+    assert lines[0] == "| model | setting | seed | kernel | steps | sequence error % | reach 1 | reach 2 | reach 5 |"
+    assert lines[2:5] == ["| MTA | N=8 last | 43 | 2×9 | 3.0k | 60.0 | 0.0 (10) | — | 80.0 (30) |",
+                          "| MTA | N=8 last | 43 | 2×15 | 3.0k | 7.5 | 0.0 (10) | — | 10.0 (30) |",
+                          "| Transformer | N=8 last | 44 | — | 42.0k✓ | 50.0 | — | 50.0 (20) | — |"]
     assert "3 runs; NVIDIA H200, torch 2.11.0, commits dddddddddddd, 2026-12-04T07:00; per-run JSON in results/toy/" \
         in lines[-1]
     assert "at each reach; 1 run; NVIDIA H200" in render.toy_reach_table(runs[:1], "results/toy/").splitlines()[-1]
