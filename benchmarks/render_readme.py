@@ -959,6 +959,12 @@ def model_throughput_run_table(file_name: str) -> tuple:
     return bench_table(file_name, lambda results: model_throughput(results, f"benchmarks/results/{file_name}"))
 
 
+def toy_reach_dir_table(folder: str) -> tuple:
+    """TABLES entry of experiments/toy_reach.py's runs in results/`folder`: their error by reach."""
+    return (lambda: load_json_files(ROOT / "results" / folder, "*-s*.json"),
+            lambda runs: toy_reach_table(runs, f"results/{folder}/"))
+
+
 TABLES = {
     "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*/result.json"), toy_demo),
     "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
@@ -966,10 +972,8 @@ TABLES = {
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_kernel15": (load_toy_kernel_runs, lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
     "toy_reach": (load_toy_reach_runs, lambda runs: toy_reach_table(runs, "results/toy/ and results/toy_kernel15/")),
-    "toy_reach_cpu": (lambda: load_json_files(ROOT / "results" / "toy_reach", "*-s*.json"),
-                      lambda runs: toy_reach_table(runs, "results/toy_reach/")),
-    "toy_reach_cpu_long": (lambda: load_json_files(ROOT / "results" / "toy_reach_long", "*-s*.json"),
-                           lambda runs: toy_reach_table(runs, "results/toy_reach_long/")),
+    "toy_reach_cpu": toy_reach_dir_table("toy_reach"),
+    "toy_reach_cpu_long": toy_reach_dir_table("toy_reach_long"),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
