@@ -974,6 +974,7 @@ TABLES = {
     "toy_reach": (load_toy_reach_runs, lambda runs: toy_reach_table(runs, "results/toy/ and results/toy_kernel15/")),
     "toy_reach_cpu": toy_reach_dir_table("toy_reach"),
     "toy_reach_cpu_long": toy_reach_dir_table("toy_reach_long"),
+    "toy_reach_cpu_24k": toy_reach_dir_table("toy_reach_24k"),
     "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
     "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
     "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
