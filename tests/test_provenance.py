@@ -1,6 +1,8 @@
-"""Provenance: the commit recorded in every results file."""
+"""Provenance: the commit and host recorded in every results file."""
 
-from mta.provenance import git_commit
+import torch
+
+from mta.provenance import environment, git_commit
 
 
 def test_mta_commit_overrides_the_checkout(monkeypatch, tmp_path):
@@ -9,3 +11,10 @@ def test_mta_commit_overrides_the_checkout(monkeypatch, tmp_path):
     monkeypatch.delenv("MTA_COMMIT")
     assert git_commit(tmp_path) == "unknown"  # not a git checkout
     assert git_commit() not in ("abc123", "unknown")
+
+
+def test_environment_names_the_host_cpu():
+    env = environment()
+    assert isinstance(env["cpu_model"], str) and env["cpu_model"]
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu_threads"] == torch.get_num_threads()

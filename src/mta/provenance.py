@@ -22,8 +22,20 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
-    """Versions, the device torch sees and the op backends that can run on it."""
+    """Versions, the device torch sees, the host CPU and the vector instructions torch's CPU kernels use (results
+    on a CPU can differ in rounding between hosts), and the op backends that can run on the device."""
     cuda = torch.cuda.is_available()
     return {
         "mta": mta.__version__,
@@ -34,6 +46,8 @@ def environment() -> dict:
         "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
         "cuda": torch.version.cuda if cuda else "no GPU",
         "cpu_threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "backends": available_backends("cuda" if cuda else "cpu"),
     }
 

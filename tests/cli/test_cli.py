@@ -1,4 +1,5 @@
-"""The command line in-process: `mta toy train`, `mta toy eval`, `mta demo` and `mta backends` with tiny settings."""
+"""The command line in-process: `mta toy train`, `mta toy eval`, `mta demo`, `mta backends` and `mta info`, with tiny
+settings."""
 
 import json
 
@@ -90,3 +91,11 @@ def test_the_committed_demo_run_renders():
     table = make_table(runs)
     assert table.splitlines()[2].startswith("| transformer |") and table.splitlines()[3].startswith("| mta |")
     assert f"seed {DEMO.seed}" in table and f"{DEMO.eval_samples} held-out samples" in table
+
+
+def test_info_reports_the_host(capsys):
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backends"] and report["cpu_model"] and report["cpu_capability"]
+    main(["info"])
+    assert "cpu_capability: " in capsys.readouterr().out

@@ -21,4 +21,4 @@ def run(args: argparse.Namespace) -> None:
         return
     for key, value in report.items():
         shown = ", ".join(value) if isinstance(value, list) else ("not installed" if value is None else value)
-        print(f"{key:>13}: {shown}")
+        print(f"{key:>14}: {shown}")
