@@ -1,10 +1,8 @@
 """Provenance: the commit and host recorded in every results file."""
 
-import platform
-
 import torch
 
-from mta.provenance import cpu_model, environment, git_commit
+from mta.provenance import cpu_architecture, cpu_model, environment, git_commit
 
 
 def test_mta_commit_overrides_the_checkout(monkeypatch, tmp_path):
@@ -26,4 +24,4 @@ def test_cpu_model_reads_cpuinfo_and_falls_back(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: Test\nmodel name\t: Test CPU 9000 @ 3.00GHz\nflags\t: fpu\n")
     assert cpu_model(cpuinfo) == "Test CPU 9000 @ 3.00GHz"
-    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
+    assert cpu_model(tmp_path / "missing") == cpu_architecture()

@@ -22,15 +22,20 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def cpu_architecture() -> str:
+    """What platform reports for the CPU: often only the architecture, e.g. 'x86_64'."""
+    return platform.processor() or platform.machine()
+
+
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's model name from `cpuinfo` (Linux), else what platform reports."""
+    """The CPU's model name from `cpuinfo` (Linux), else cpu_architecture()."""
     try:
         for line in Path(cpuinfo).read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return cpu_architecture()
 
 
 def environment() -> dict:
@@ -43,7 +48,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "triton": package_version("triton"),
         "transformers": package_version("transformers"),
-        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({cpu_architecture()})",
         "cuda": torch.version.cuda if cuda else "no GPU",
         "cpu_threads": torch.get_num_threads(),
         "cpu_model": cpu_model(),

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
+    width = max(map(len, report))
     for key, value in report.items():
         shown = ", ".join(value) if isinstance(value, list) else ("not installed" if value is None else value)
-        print(f"{key:>14}: {shown}")
+        print(f"{key:>{width}}: {shown}")
