@@ -3,8 +3,10 @@
 `glue` reduces every MTA option to one call of a generic banded causal attention and three token-axis ops
 (`primitives` defines all four in PyTorch); `kernels` implements that attention (forward and backward) in
 Triton, `function` wraps it in an autograd.Function, `token_ops` fuses two token-axis ops and `band` the
-third. Mixing groups wider than MAX_BANDED_MIX_GROUP heads widen those kernels' operands group-fold, so they
-go to `blocked` instead: map blocks through Triton pieces (`maps`, `stencil`) and half-precision GEMMs.
+third. Mixing groups wider than MAX_BANDED_MIX_GROUP heads widen those kernels' operands group-fold: without
+convolutions (talking heads) and for groups of 16, 32, … heads they go to `mixing`, fused kernels that hold a
+whole group in one program; otherwise to `blocked`: map blocks through Triton pieces (`maps`, `stencil`) and
+half-precision GEMMs.
 Importing this package needs no Triton: the kernels are imported on first use.
 """
 
@@ -54,8 +56,9 @@ def triton_attention(
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (float16, bfloat16 or float32; kernels and mixers in q's dtype or
     float32); kernels [H, c_q, c_k], mixers [G, c, c]. config: a `function.BlockConfig` for every launch of
     the banded kernels (None: autotuned on a GPU). Returns [B, H, N, d_v] in q's dtype. Memory: O(N · g · c_q · d)
-    per head for mixing groups of g <= MAX_BANDED_MIX_GROUP heads; for wider groups a few map blocks
-    (`blocked.BLOCK_ELEMENTS` elements each) plus O(N · d) per head. Dropout is not supported (dropout_p must be 0).
+    per head for mixing groups of g <= MAX_BANDED_MIX_GROUP heads; O(N · d) per head for wide mixing without
+    convolutions (`mixing`); otherwise a few map blocks (`blocked.BLOCK_ELEMENTS` elements each) plus O(N · d)
+    per head. Dropout is not supported (dropout_p must be 0).
     """
     if dropout_p != 0.0:
         raise ValueError(f"dropout_p must be 0 for backend 'triton' (no dropout on fused weights), got {dropout_p!r}")
@@ -66,6 +69,10 @@ def triton_attention(
             f"backend 'triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1), got q on {q.device}"
         )
     if not banded_mixing(head_mix_pre, head_mix_post):
+        from .mixing import fused_mixing_serves, mixed_heads_attention
+
+        if fused_mixing_serves(kernel_pre, kernel_post, head_mix_pre, head_mix_post):
+            return mixed_heads_attention(q, k, v, head_mix_pre, head_mix_post, scale)
         from .blocked import blocked_maps_attention
 
         return blocked_maps_attention(q, k, v, kernel_pre=kernel_pre, kernel_post=kernel_post,
