@@ -312,7 +312,10 @@ def _backward_key_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DK, DVAL, N, H, H
 def _tuned(name: str):
     """The kernel `name` wrapped in triton.autotune over CONFIGS (built on first GPU use)."""
     configs = [triton.Config(c.meta(), num_warps=c.num_warps, num_stages=c.num_stages) for c in CONFIGS]
-    return triton.autotune(configs=configs, key=["HD", "DV", "C", "HAS_PRE", "HAS_POST"])(globals()[name])
+    # the query kernel's partial-sum slots depend on its tile: zero them before each trial and the final launch
+    partials = ["DWPRE", "DWPOST"] if name == "_backward_query_kernel" else None
+    return triton.autotune(configs=configs, key=["HD", "DV", "C", "HAS_PRE", "HAS_POST"],
+                           reset_to_zero=partials)(globals()[name])
 
 
 def _launch(name: str, grid, config: MixConfig | None, *args, **constexprs) -> None:
