@@ -105,12 +105,10 @@ def _gram(a, b, C: tl.constexpr, R: tl.constexpr, S: tl.constexpr, PRECISION: tl
 
 
 @triton.jit
-def _logits(q, K, kv_heads, rows, cols, wpre, N, HD, scale, C: tl.constexpr, HAS_PRE: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-            MIX_PRECISION: tl.constexpr):
+def _logits(q, kt, rows, cols, wpre, N, scale, C: tl.constexpr, HAS_PRE: tl.constexpr, BLOCK_M: tl.constexpr,
+            BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
     """(s, x): the scores S [C, BLOCK_M, BLOCK_N] (zero where masked) and the mixed logits X (-inf where masked)
-    of query rows `rows` against keys `cols`, for q [C, BLOCK_M, BLOCK_D] already loaded."""
-    kt = _load_cols(K, kv_heads, cols, tl.arange(0, BLOCK_D), N, HD)
+    of query rows `rows` against keys `cols`, from q [C, BLOCK_M, BLOCK_D] and kᵀ [C, BLOCK_D, BLOCK_N]."""
     s = tl.dot(q, kt, input_precision=PRECISION) * scale
     valid = (cols[None, None, :] <= rows[None, :, None]) & (cols[None, None, :] < N)
     x = _mix(s, wpre, C, BLOCK_M, BLOCK_N, MIX_PRECISION) if HAS_PRE else s
@@ -135,8 +133,8 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
     OUT += b.to(tl.int64) * H * N * DV
     LSE += b.to(tl.int64) * H * N
     rows = m0 + tl.arange(0, BLOCK_M)
-    dims_v = tl.arange(0, BLOCK_DV)
-    q = _load_rows(Q, heads, rows, tl.arange(0, BLOCK_D), N, HD)
+    dims, dims_v = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
+    q = _load_rows(Q, heads, rows, dims, N, HD)
     wpre = _mixer(WPRE, g, C, True) if HAS_PRE else 0.0
     end = tl.minimum(m0 + BLOCK_M, N)
     m_i = tl.full([C, BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -145,8 +143,8 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
     if HAS_POST:
         for n0 in range(0, end, BLOCK_N):  # pass 1: each row's logsumexp
             cols = n0 + tl.arange(0, BLOCK_N)
-            _, x = _logits(q, K, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, BLOCK_D,
-                           PRECISION, MIX_PRECISION)
+            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
+            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
             m_new = tl.maximum(m_i, tl.max(x, 2))
             l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(x - m_new[:, :, None]), 2)
             m_i = m_new
@@ -154,16 +152,16 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
         wpost = _mixer(WPOST, g, C, True)
         for n0 in range(0, end, BLOCK_N):  # pass 2: normalised probabilities, mixed, times V
             cols = n0 + tl.arange(0, BLOCK_N)
-            _, x = _logits(q, K, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, BLOCK_D,
-                           PRECISION, MIX_PRECISION)
+            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
+            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
             y = _mix(tl.exp(x - lse[:, :, None]), wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             v = _load_rows(V, kv_heads, cols, dims_v, N, DV)
             acc += tl.dot(y.to(v.dtype), v, input_precision=PRECISION)
     else:
         for n0 in range(0, end, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            _, x = _logits(q, K, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, BLOCK_D,
-                           PRECISION, MIX_PRECISION)
+            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
+            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
             m_new = tl.maximum(m_i, tl.max(x, 2))
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(x - m_new[:, :, None])
@@ -178,12 +176,10 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
 
 
 @triton.jit
-def _probabilities(q, K, kv_heads, rows, cols, wpre, lse, N, HD, scale, C: tl.constexpr, HAS_PRE: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-                   MIX_PRECISION: tl.constexpr):
+def _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C: tl.constexpr, HAS_PRE: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
     """(s, p): masked scores and normalised probabilities [C, BLOCK_M, BLOCK_N] from the forward's lse."""
-    s, x = _logits(q, K, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, BLOCK_D,
-                   PRECISION, MIX_PRECISION)
+    s, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
     return s, tl.exp(x - lse[:, :, None])
 
 
@@ -221,8 +217,9 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
         delta = tl.zeros([C, BLOCK_M], dtype=tl.float32)
         for n0 in range(0, end, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            _, p = _probabilities(q, K, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N,
-                                  BLOCK_D, PRECISION, MIX_PRECISION)
+            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
+            _, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
+                                  MIX_PRECISION)
             dy = tl.dot(do, _load_cols(V, kv_heads, cols, dims_v, N, DV), input_precision=PRECISION)
             delta += tl.sum(p * _mix(dy, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION), 2)
         tl.store(DELTA + stats, delta, mask=rows[None, :] < N)
@@ -233,8 +230,9 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
     dwpost = tl.zeros([C, C], dtype=tl.float32)
     for n0 in range(0, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
-        s, p = _probabilities(q, K, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N,
-                              BLOCK_D, PRECISION, MIX_PRECISION)
+        kt = _load_cols(K, kv_heads, cols, dims, N, HD)
+        s, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
+                              MIX_PRECISION)
         dp = tl.dot(do, _load_cols(V, kv_heads, cols, dims_v, N, DV), input_precision=PRECISION)
         if HAS_POST:
             dwpost += _gram(p, dp, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
@@ -243,8 +241,7 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
         if HAS_PRE:
             dwpre += _gram(s, ds, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             ds = _mix(ds, wpre_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
-        k = _load_rows(K, kv_heads, cols, dims, N, HD)
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        dq += tl.dot(ds.to(kt.dtype), tl.permute(kt, (0, 2, 1)), input_precision=PRECISION)
     _store_rows(DQ, dq * scale, heads, rows, dims, N, HD)
     program = ((g * tl.num_programs(1) // G + b) * SLOTS + tl.program_id(0)).to(tl.int64) * C * C
     square = tl.arange(0, C)[:, None] * C + tl.arange(0, C)[None, :]
@@ -276,6 +273,7 @@ def _backward_key_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DK, DVAL, N, H, H
     DELTA += b.to(tl.int64) * H * N
     cols = n0 + tl.arange(0, BLOCK_N)
     dims, dims_v = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
+    kt = _load_cols(K, kv_heads, cols, dims, N, HD)
     vt = _load_cols(V, kv_heads, cols, dims_v, N, DV)
     wpre = _mixer(WPRE, g, C, True) if HAS_PRE else 0.0
     wpre_back = _mixer(WPRE, g, C, False) if HAS_PRE else 0.0
@@ -290,8 +288,8 @@ def _backward_key_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DK, DVAL, N, H, H
         delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
         q = _load_rows(Q, heads, rows, dims, N, HD)
         do = _load_rows(DO, heads, rows, dims_v, N, DV)
-        _, p = _probabilities(q, K, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N,
-                              BLOCK_D, PRECISION, MIX_PRECISION)
+        _, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
+                              MIX_PRECISION)
         y = _mix(p, wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION) if HAS_POST else p
         dv += tl.dot(tl.permute(y, (0, 2, 1)).to(do.dtype), do, input_precision=PRECISION)
         dp = tl.dot(do, vt, input_precision=PRECISION)
