@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import triton
 from torch.profiler import ProfilerActivity, profile
 
+from mta.ops.reference import reference_attention
 from mta.ops.triton.blocked import blocked_maps_attention
 from mta.ops.triton.mixing import CONFIGS, mixed_heads_attention
 from mta.profiling import first_line, write_json_atomic
@@ -38,6 +39,11 @@ def problem(seq_len: int, head_dim: int, tokens: int, generator: torch.Generator
     return q, k, v, mixers, d_out
 
 
+def name(config) -> str:
+    c = config
+    return f"fused m{c.block_m} n{c.block_n} k{c.block_k} d{c.block_d} w{c.num_warps} s{c.num_stages}"
+
+
 def timings(fn, inputs, d_out) -> dict:
     """Forward and forward+backward medians in ms."""
     def both():
@@ -47,6 +53,22 @@ def timings(fn, inputs, d_out) -> dict:
         forward = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
     return {"forward_ms": forward, "fwd_bwd_ms": triton.testing.do_bench(both, warmup=50, rep=300,
                                                                           return_mode="median")}
+
+
+def relative_rms(fn, q, k, v, mixers, d_out) -> float:
+    """The largest relative RMS error, over the output and every gradient, of fn(q, k, v, *mixers) in bf16 against
+    the float32 reference, on the first batch element."""
+    def leaves(dtype):
+        return [x[:1].detach().to(dtype).requires_grad_() for x in (q, k, v)] + [w.detach().clone().requires_grad_()
+                                                                               for w in mixers]
+
+    exact, low = leaves(torch.float32), leaves(torch.bfloat16)
+    ref = reference_attention(*exact[:3], head_mix_pre=exact[3], head_mix_post=exact[4],
+                              scale=q.shape[-1] ** -0.5, dropout_p=0.0)
+    want = [ref, *torch.autograd.grad(ref, exact, d_out[:1].float())]
+    out = fn(*low)
+    got = [out, *torch.autograd.grad(out, low, d_out[:1])]
+    return max(((g.float() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt()).item() for g, w in zip(got, want))
 
 
 def kernel_profile(fn, inputs, d_out, top: int = 10) -> list[dict]:
@@ -79,16 +101,20 @@ def main() -> None:
             shape = {"seq_len": seq_len, "head_dim": head_dim, "batch": q.shape[0]}
             sdpa = timings(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), [q, k, v], d_out)
             results["rows"].append({**shape, "method": "sdpa", **sdpa})
-            methods = {f"fused {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}":
-                       (lambda c=c: mixed_heads_attention(q, k, v, *mixers, scale, c)) for c in CONFIGS}
+            methods = {name(c): (lambda c=c: mixed_heads_attention(q, k, v, *mixers, scale, c)) for c in CONFIGS}
             if args.blocked:
                 methods["blocked"] = lambda: blocked_maps_attention(q, k, v, head_mix_pre=mixers[0],
                                                                     head_mix_post=mixers[1], scale=scale)
-            for name, fn in methods.items():
-                row = {**shape, "method": name}
+            for method, fn in methods.items():
+                row = {**shape, "method": method}
                 try:
                     row.update(timings(fn, [q, k, v, *mixers], d_out))
                     row["ratio_to_sdpa"] = row["fwd_bwd_ms"] / sdpa["fwd_bwd_ms"]
+                    if method != "blocked" and seq_len == min(args.lengths):  # exactness of each tile choice
+                        config = CONFIGS[[name(c) for c in CONFIGS].index(method)]
+                        row["relative_rms"] = relative_rms(
+                            lambda q, k, v, *w: mixed_heads_attention(q, k, v, *w, scale, config), q, k, v, mixers,
+                            d_out)
                 except Exception as error:  # a config that fails to compile or runs out of resources
                     row["error"] = first_line(error)
                 results["rows"].append(row)
@@ -98,8 +124,7 @@ def main() -> None:
                      and r["seq_len"] == seq_len and r["head_dim"] == head_dim]
             if fused:
                 best = min(fused, key=lambda r: r["fwd_bwd_ms"])
-                config = CONFIGS[[f"fused {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}"
-                                  for c in CONFIGS].index(best["method"])]
+                config = CONFIGS[[name(c) for c in CONFIGS].index(best["method"])]
                 results.setdefault("profiles", []).append(
                     {**shape, "method": best["method"],
                      "kernels": kernel_profile(lambda: mixed_heads_attention(q, k, v, *mixers, scale, config),

@@ -36,25 +36,31 @@ MIN_GROUP = 16  # tl.dot needs operand sides of at least 16, and the mixer is on
 
 @dataclass(frozen=True)
 class MixConfig:
-    """Tiles of one launch: query rows, key rows (powers of 2, >= 16); GPU warps and pipeline stages."""
+    """Tiles of one launch (powers of 2, >= 16): query rows, key rows, columns of q·kᵀ and dO·vᵀ per product step,
+    and columns of an output (out, dq, dk, dv) per program; GPU warps and pipeline stages."""
 
     block_m: int = 16
     block_n: int = 16
+    block_k: int = 16
+    block_d: int = 16
     num_warps: int = 4
     num_stages: int = 1
 
     def meta(self) -> dict:
-        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n)
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, BLOCK_D=self.block_d)
 
 
-# GPU autotuning candidates (the interpreter takes MixConfig()). Every program holds [C, rows, cols] score tiles
-# and [C, rows, d] accumulators for all C heads of a group, so the tiles are small.
+# GPU autotuning candidates (the interpreter takes MixConfig()). A program holds [C, rows, cols] score tiles and a
+# [C, rows, block_d] accumulator for all C heads of a group, so the tiles are small; outputs wider than block_d
+# are split over programs that each recompute the scores.
 CONFIGS = (
-    MixConfig(16, 16, 4, 1),
-    MixConfig(16, 16, 8, 1),
-    MixConfig(16, 32, 4, 1),
-    MixConfig(16, 32, 8, 2),
-    MixConfig(32, 16, 8, 1),
+    MixConfig(16, 16, 16, 32, 8, 1),
+    MixConfig(16, 16, 16, 64, 8, 1),
+    MixConfig(16, 16, 16, 64, 8, 2),
+    MixConfig(16, 16, 32, 32, 8, 1),
+    MixConfig(16, 16, 32, 64, 8, 1),
+    MixConfig(16, 32, 16, 32, 8, 1),
+    MixConfig(32, 16, 16, 32, 8, 1),
 )
 
 
@@ -82,6 +88,19 @@ def _store_rows(X, value, heads, rows, dims, N, WIDTH):
 
 
 @triton.jit
+def _dots(A, B, heads_a, heads_b, rows, cols, N, WIDTH, C: tl.constexpr, BLOCK_M: tl.constexpr,
+          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """float32 [C, BLOCK_M, BLOCK_N] = A[heads_a, rows] · B[heads_b, cols]ᵀ for row-major [·, N, WIDTH] tensors,
+    BLOCK_K columns at a time (small operand tiles: a program holds C heads of everything)."""
+    acc = tl.zeros([C, BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, WIDTH, BLOCK_K):
+        dims = k0 + tl.arange(0, BLOCK_K)
+        acc += tl.dot(_load_rows(A, heads_a, rows, dims, N, WIDTH), _load_cols(B, heads_b, cols, dims, N, WIDTH),
+                      input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _mixer(W, g, C: tl.constexpr, FORWARD: tl.constexpr):
     """The group's mixer W[g] [C(in), C(out)] as float32 [C, C]: transposed (out, in) for the forward mix
     y = Wᵀ x, as stored (in, out) for the backward mix dx = W dy."""
@@ -105,11 +124,12 @@ def _gram(a, b, C: tl.constexpr, R: tl.constexpr, S: tl.constexpr, PRECISION: tl
 
 
 @triton.jit
-def _logits(q, kt, rows, cols, wpre, N, scale, C: tl.constexpr, HAS_PRE: tl.constexpr, BLOCK_M: tl.constexpr,
-            BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
+def _logits(Q, K, heads, kv_heads, rows, cols, wpre, N, HD, scale, C: tl.constexpr, HAS_PRE: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+            MIX_PRECISION: tl.constexpr):
     """(s, x): the scores S [C, BLOCK_M, BLOCK_N] (zero where masked) and the mixed logits X (-inf where masked)
-    of query rows `rows` against keys `cols`, from q [C, BLOCK_M, BLOCK_D] and kᵀ [C, BLOCK_D, BLOCK_N]."""
-    s = tl.dot(q, kt, input_precision=PRECISION) * scale
+    of query rows `rows` against keys `cols`."""
+    s = _dots(Q, K, heads, kv_heads, rows, cols, N, HD, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION) * scale
     valid = (cols[None, None, :] <= rows[None, :, None]) & (cols[None, None, :] < N)
     x = _mix(s, wpre, C, BLOCK_M, BLOCK_N, MIX_PRECISION) if HAS_PRE else s
     # masked entries never enter a sum: a NaN or Inf there (a later token's key) is dropped, not multiplied by 0
@@ -117,34 +137,49 @@ def _logits(q, kt, rows, cols, wpre, N, scale, C: tl.constexpr, HAS_PRE: tl.cons
 
 
 @triton.jit
-def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
-                    C: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                    PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
-    """Grid (query tiles, B·G): out [C, rows, DV] and lse [C, rows] of one group."""
-    m0 = tl.program_id(0) * BLOCK_M
+def _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C: tl.constexpr,
+                   HAS_PRE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
+    """(s, p): masked scores and normalised probabilities [C, BLOCK_M, BLOCK_N] from the forward's lse."""
+    s, x = _logits(Q, K, heads, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, BLOCK_K,
+                   PRECISION, MIX_PRECISION)
+    return s, tl.exp(x - lse[:, :, None])
+
+
+@triton.jit
+def _group(G, H, HKV, C: tl.constexpr):
+    """(b, g, heads [C], kv_heads [C]) of the program's batch element and head group (grid axis 1 = B·G)."""
     b = tl.program_id(1) // G
     g = tl.program_id(1) % G
     heads = g * C + tl.arange(0, C)
-    kv_heads = heads // (H // HKV)
-    Q += b.to(tl.int64) * H * N * HD
-    K += b.to(tl.int64) * HKV * N * HD
-    V += b.to(tl.int64) * HKV * N * DV
-    OUT += b.to(tl.int64) * H * N * DV
-    LSE += b.to(tl.int64) * H * N
+    return b.to(tl.int64), g, heads, heads // (H // HKV)
+
+
+@triton.jit
+def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
+                    C: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+                    PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
+    """Grid (query tiles, B·G, DV chunks): out [C, rows, chunk] of one group, and lse [C, rows] from chunk 0."""
+    m0 = tl.program_id(0) * BLOCK_M
+    b, g, heads, kv_heads = _group(G, H, HKV, C)
+    Q += b * H * N * HD
+    K += b * HKV * N * HD
+    V += b * HKV * N * DV
+    OUT += b * H * N * DV
+    LSE += b * H * N
     rows = m0 + tl.arange(0, BLOCK_M)
-    dims, dims_v = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
-    q = _load_rows(Q, heads, rows, dims, N, HD)
+    dims_v = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     wpre = _mixer(WPRE, g, C, True) if HAS_PRE else 0.0
     end = tl.minimum(m0 + BLOCK_M, N)
     m_i = tl.full([C, BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([C, BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([C, BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    acc = tl.zeros([C, BLOCK_M, BLOCK_D], dtype=tl.float32)
     if HAS_POST:
         for n0 in range(0, end, BLOCK_N):  # pass 1: each row's logsumexp
             cols = n0 + tl.arange(0, BLOCK_N)
-            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
+            _, x = _logits(Q, K, heads, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N,
+                           BLOCK_K, PRECISION, MIX_PRECISION)
             m_new = tl.maximum(m_i, tl.max(x, 2))
             l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(x - m_new[:, :, None]), 2)
             m_i = m_new
@@ -152,16 +187,16 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
         wpost = _mixer(WPOST, g, C, True)
         for n0 in range(0, end, BLOCK_N):  # pass 2: normalised probabilities, mixed, times V
             cols = n0 + tl.arange(0, BLOCK_N)
-            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
-            y = _mix(tl.exp(x - lse[:, :, None]), wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
+            _, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
+                                  BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
+            y = _mix(p, wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             v = _load_rows(V, kv_heads, cols, dims_v, N, DV)
             acc += tl.dot(y.to(v.dtype), v, input_precision=PRECISION)
     else:
         for n0 in range(0, end, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-            _, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
+            _, x = _logits(Q, K, heads, kv_heads, rows, cols, wpre, N, HD, scale, C, HAS_PRE, BLOCK_M, BLOCK_N,
+                           BLOCK_K, PRECISION, MIX_PRECISION)
             m_new = tl.maximum(m_i, tl.max(x, 2))
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(x - m_new[:, :, None])
@@ -172,135 +207,124 @@ def _forward_kernel(Q, K, V, WPRE, WPOST, OUT, LSE, N, H, HKV, G, HD, DV, scale,
         acc = acc / l_i[:, :, None]
         lse = m_i + tl.log(l_i)
     _store_rows(OUT, acc, heads, rows, dims_v, N, DV)
-    tl.store(LSE + heads[:, None] * N + rows[None, :], lse, mask=rows[None, :] < N)
-
-
-@triton.jit
-def _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C: tl.constexpr, HAS_PRE: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
-    """(s, p): masked scores and normalised probabilities [C, BLOCK_M, BLOCK_N] from the forward's lse."""
-    s, x = _logits(q, kt, rows, cols, wpre, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION, MIX_PRECISION)
-    return s, tl.exp(x - lse[:, :, None])
+    if tl.program_id(2) == 0:
+        tl.store(LSE + heads[:, None] * N + rows[None, :], lse, mask=rows[None, :] < N)
 
 
 @triton.jit
 def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPOST, SLOTS, N, H, HKV, G, HD, DV,
-                           scale, C: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                           PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
-    """Grid (query tiles, B·G): dq of the tile's rows; δ (written to DELTA) when there is post-softmax mixing,
-    else read from DELTA; the tile's partial mixer gradients [C, C] at DWPRE/DWPOST[g, b, tile] of [G, B, SLOTS]
-    slots."""
+                           scale, C: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           BLOCK_D: tl.constexpr, DELTA_ONLY: tl.constexpr, PRECISION: tl.constexpr,
+                           MIX_PRECISION: tl.constexpr):
+    """Grid (query tiles, B·G, d chunks). With DELTA_ONLY (post-softmax mixing; one chunk): δ = rowsum(P ⊙ dP)
+    of the tile's rows into DELTA. Otherwise dq [C, rows, chunk] from DELTA's δ, and from chunk 0 the tile's
+    partial mixer gradients [C, C] at DWPRE/DWPOST[g, b, tile] of [G, B, SLOTS] slots."""
     m0 = tl.program_id(0) * BLOCK_M
-    b = tl.program_id(1) // G
-    g = tl.program_id(1) % G
-    heads = g * C + tl.arange(0, C)
-    kv_heads = heads // (H // HKV)
-    Q += b.to(tl.int64) * H * N * HD
-    DQ += b.to(tl.int64) * H * N * HD
-    K += b.to(tl.int64) * HKV * N * HD
-    V += b.to(tl.int64) * HKV * N * DV
-    DO += b.to(tl.int64) * H * N * DV
-    LSE += b.to(tl.int64) * H * N
-    DELTA += b.to(tl.int64) * H * N
+    b, g, heads, kv_heads = _group(G, H, HKV, C)
+    Q += b * H * N * HD
+    DQ += b * H * N * HD
+    K += b * HKV * N * HD
+    V += b * HKV * N * DV
+    DO += b * H * N * DV
+    LSE += b * H * N
+    DELTA += b * H * N
     rows = m0 + tl.arange(0, BLOCK_M)
-    dims, dims_v = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
-    q = _load_rows(Q, heads, rows, dims, N, HD)
-    do = _load_rows(DO, heads, rows, dims_v, N, DV)
+    dims = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    first = tl.program_id(2) == 0
     stats = heads[:, None] * N + rows[None, :]
     lse = tl.load(LSE + stats, mask=rows[None, :] < N, other=float("inf"))  # rows past N: P = 0
     wpre = _mixer(WPRE, g, C, True) if HAS_PRE else 0.0
     wpre_back = _mixer(WPRE, g, C, False) if HAS_PRE else 0.0
     wpost_back = _mixer(WPOST, g, C, False) if HAS_POST else 0.0
     end = tl.minimum(m0 + BLOCK_M, N)
-    if HAS_POST:
+    if DELTA_ONLY:
         delta = tl.zeros([C, BLOCK_M], dtype=tl.float32)
         for n0 in range(0, end, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-            _, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
-                                  MIX_PRECISION)
-            dy = tl.dot(do, _load_cols(V, kv_heads, cols, dims_v, N, DV), input_precision=PRECISION)
+            _, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
+                                  BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
+            dy = _dots(DO, V, heads, kv_heads, rows, cols, N, DV, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
             delta += tl.sum(p * _mix(dy, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION), 2)
         tl.store(DELTA + stats, delta, mask=rows[None, :] < N)
-    else:
-        delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
+        return
+    delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
     dq = tl.zeros([C, BLOCK_M, BLOCK_D], dtype=tl.float32)
     dwpre = tl.zeros([C, C], dtype=tl.float32)
     dwpost = tl.zeros([C, C], dtype=tl.float32)
     for n0 in range(0, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
-        kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-        s, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
-                              MIX_PRECISION)
-        dp = tl.dot(do, _load_cols(V, kv_heads, cols, dims_v, N, DV), input_precision=PRECISION)
+        s, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
+                              BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
+        dp = _dots(DO, V, heads, kv_heads, rows, cols, N, DV, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         if HAS_POST:
-            dwpost += _gram(p, dp, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
+            if first:
+                dwpost += _gram(p, dp, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             dp = _mix(dp, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
         ds = p * (dp - delta[:, :, None])
         if HAS_PRE:
-            dwpre += _gram(s, ds, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
+            if first:
+                dwpre += _gram(s, ds, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             ds = _mix(ds, wpre_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
-        dq += tl.dot(ds.to(kt.dtype), tl.permute(kt, (0, 2, 1)), input_precision=PRECISION)
+        k = _load_rows(K, kv_heads, cols, dims, N, HD)
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     _store_rows(DQ, dq * scale, heads, rows, dims, N, HD)
-    program = ((g * tl.num_programs(1) // G + b) * SLOTS + tl.program_id(0)).to(tl.int64) * C * C
-    square = tl.arange(0, C)[:, None] * C + tl.arange(0, C)[None, :]
-    if HAS_PRE:
-        tl.store(DWPRE + program + square, dwpre)
-    if HAS_POST:
-        tl.store(DWPOST + program + square, dwpost)
+    if first:
+        program = ((g * tl.num_programs(1) // G + b) * SLOTS + tl.program_id(0)) * C * C
+        square = tl.arange(0, C)[:, None] * C + tl.arange(0, C)[None, :]
+        if HAS_PRE:
+            tl.store(DWPRE + program + square, dwpre)
+        if HAS_POST:
+            tl.store(DWPOST + program + square, dwpost)
 
 
 @triton.jit
-def _backward_key_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DK, DVAL, N, H, HKV, G, HD, DV, scale,
+def _backward_key_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, GRAD, N, H, HKV, G, HD, DV, scale,
                          C: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                         PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
-    """Grid (key tiles, B·G): dk, dv [C, cols, ·] of the tile's keys for every query head of the group (summed
-    over grouped-query heads by the caller), from every query tile that sees them."""
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+                         VALUES: tl.constexpr, PRECISION: tl.constexpr, MIX_PRECISION: tl.constexpr):
+    """Grid (key tiles, B·G, chunks): with VALUES dv [C, cols, chunk of DV], else dk [C, cols, chunk of HD], for
+    every query head of the group (the caller sums grouped-query heads), from every query tile that sees them."""
     n0 = tl.program_id(0) * BLOCK_N
-    b = tl.program_id(1) // G
-    g = tl.program_id(1) % G
-    heads = g * C + tl.arange(0, C)
-    kv_heads = heads // (H // HKV)
-    Q += b.to(tl.int64) * H * N * HD
-    DO += b.to(tl.int64) * H * N * DV
-    K += b.to(tl.int64) * HKV * N * HD
-    V += b.to(tl.int64) * HKV * N * DV
-    DK += b.to(tl.int64) * H * N * HD
-    DVAL += b.to(tl.int64) * H * N * DV
-    LSE += b.to(tl.int64) * H * N
-    DELTA += b.to(tl.int64) * H * N
+    b, g, heads, kv_heads = _group(G, H, HKV, C)
+    Q += b * H * N * HD
+    DO += b * H * N * DV
+    K += b * HKV * N * HD
+    V += b * HKV * N * DV
+    GRAD += b * H * N * (DV if VALUES else HD)
+    LSE += b * H * N
+    DELTA += b * H * N
     cols = n0 + tl.arange(0, BLOCK_N)
-    dims, dims_v = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
-    kt = _load_cols(K, kv_heads, cols, dims, N, HD)
-    vt = _load_cols(V, kv_heads, cols, dims_v, N, DV)
+    dims = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     wpre = _mixer(WPRE, g, C, True) if HAS_PRE else 0.0
     wpre_back = _mixer(WPRE, g, C, False) if HAS_PRE else 0.0
     wpost = _mixer(WPOST, g, C, True) if HAS_POST else 0.0
     wpost_back = _mixer(WPOST, g, C, False) if HAS_POST else 0.0
-    dk = tl.zeros([C, BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([C, BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    acc = tl.zeros([C, BLOCK_N, BLOCK_D], dtype=tl.float32)
     for m0 in range(n0 // BLOCK_M * BLOCK_M, N, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
         stats = heads[:, None] * N + rows[None, :]
         lse = tl.load(LSE + stats, mask=rows[None, :] < N, other=float("inf"))
-        delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
-        q = _load_rows(Q, heads, rows, dims, N, HD)
-        do = _load_rows(DO, heads, rows, dims_v, N, DV)
-        _, p = _probabilities(q, kt, rows, cols, wpre, lse, N, scale, C, HAS_PRE, BLOCK_M, BLOCK_N, PRECISION,
-                              MIX_PRECISION)
-        y = _mix(p, wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION) if HAS_POST else p
-        dv += tl.dot(tl.permute(y, (0, 2, 1)).to(do.dtype), do, input_precision=PRECISION)
-        dp = tl.dot(do, vt, input_precision=PRECISION)
-        if HAS_POST:
-            dp = _mix(dp, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
-        ds = p * (dp - delta[:, :, None])
-        if HAS_PRE:
-            ds = _mix(ds, wpre_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
-        dk += tl.dot(tl.permute(ds, (0, 2, 1)).to(q.dtype), q, input_precision=PRECISION)
-    _store_rows(DK, dk * scale, heads, cols, dims, N, HD)
-    _store_rows(DVAL, dv, heads, cols, dims_v, N, DV)
+        _, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
+                              BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
+        if VALUES:  # dv = Yᵀ dO
+            y = _mix(p, wpost, C, BLOCK_M, BLOCK_N, MIX_PRECISION) if HAS_POST else p
+            do = _load_rows(DO, heads, rows, dims, N, DV)
+            acc += tl.dot(tl.permute(y, (0, 2, 1)).to(do.dtype), do, input_precision=PRECISION)
+        else:  # dk = dSᵀ q
+            delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
+            dp = _dots(DO, V, heads, kv_heads, rows, cols, N, DV, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+            if HAS_POST:
+                dp = _mix(dp, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
+            ds = p * (dp - delta[:, :, None])
+            if HAS_PRE:
+                ds = _mix(ds, wpre_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
+            q = _load_rows(Q, heads, rows, dims, N, HD)
+            acc += tl.dot(tl.permute(ds, (0, 2, 1)).to(q.dtype), q, input_precision=PRECISION)
+    if VALUES:
+        _store_rows(GRAD, acc, heads, cols, dims, N, DV)
+    else:
+        _store_rows(GRAD, acc * scale, heads, cols, dims, N, HD)
 
 
 # ---------------------------------------------------------------------------------------------- launches
@@ -312,7 +336,9 @@ def _tuned(name: str):
     configs = [triton.Config(c.meta(), num_warps=c.num_warps, num_stages=c.num_stages) for c in CONFIGS]
     # the query kernel's partial-sum slots depend on its tile: zero them before each trial and the final launch
     partials = ["DWPRE", "DWPOST"] if name == "_backward_query_kernel" else None
-    return triton.autotune(configs=configs, key=["HD", "DV", "C", "HAS_PRE", "HAS_POST"],
+    flag = {"_backward_key_kernel": ["VALUES"], "_backward_query_kernel": ["DELTA_ONLY"]}.get(name, [])
+    key = ["HD", "DV", "C", "HAS_PRE", "HAS_POST", *flag]
+    return triton.autotune(configs=configs, key=key,
                            reset_to_zero=partials)(globals()[name])
 
 
@@ -334,68 +360,67 @@ def _precisions(dtype: torch.dtype) -> tuple[str, str]:
     return ("ieee" if dtype == torch.float32 else "tf32"), "tf32x3"
 
 
-def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
-
-
 class _Problem:
     """Shapes, flattened pointers and the constexprs shared by every launch of one call."""
 
-    def __init__(self, q, k, v, wpre, wpost, scale, config):
+    def __init__(self, q, k, v, wpre, wpost, scale):
         self.batch, self.heads, self.seq_len, self.head_dim = q.shape
         self.kv_heads, self.dv = k.shape[1], v.shape[-1]
-        group = (wpre if wpre is not None else wpost).shape[1]
-        self.groups = self.heads // group
-        self.config = config
+        self.size = (wpre if wpre is not None else wpost).shape[1]
+        self.groups = self.heads // self.size
         placeholder = q.new_zeros(1, dtype=torch.float32)
         self.wpre = placeholder if wpre is None else wpre.float().contiguous()
         self.wpost = placeholder if wpost is None else wpost.float().contiguous()
         precision, mix_precision = _precisions(q.dtype)
-        self.constexprs = dict(C=group, HAS_PRE=wpre is not None, HAS_POST=wpost is not None,
-                               BLOCK_D=_pow2(self.head_dim), BLOCK_DV=_pow2(self.dv), PRECISION=precision,
-                               MIX_PRECISION=mix_precision)
+        self.constexprs = dict(C=self.size, HAS_PRE=wpre is not None, HAS_POST=wpost is not None,
+                               PRECISION=precision, MIX_PRECISION=mix_precision)
         self.sizes = (self.seq_len, self.heads, self.kv_heads, self.groups, self.head_dim, self.dv, scale)
 
-    def grid(self, block: str):
-        return lambda meta: (triton.cdiv(self.seq_len, meta[block]), self.batch * self.groups)
+    def grid(self, block: str, width: int):
+        """Launch grid (tiles of `block` over N, B·G, chunks of BLOCK_D over `width`)."""
+        return lambda meta: (triton.cdiv(self.seq_len, meta[block]), self.batch * self.groups,
+                             triton.cdiv(width, meta["BLOCK_D"]))
 
 
 def _forward(q, k, v, wpre, wpost, scale, config):
-    problem = _Problem(q, k, v, wpre, wpost, scale, config)
+    problem = _Problem(q, k, v, wpre, wpost, scale)
     out = function.empty_output((*q.shape[:3], v.shape[-1]), v.dtype, q.device)
     lse = function.empty_output(q.shape[:3], torch.float32, q.device)
-    _launch("_forward_kernel", problem.grid("BLOCK_M"), config, q, k, v, problem.wpre, problem.wpost, out, lse,
-            *problem.sizes, **problem.constexprs)
+    _launch("_forward_kernel", problem.grid("BLOCK_M", problem.dv), config, q, k, v, problem.wpre, problem.wpost,
+            out, lse, *problem.sizes, **problem.constexprs)
     return out, lse
 
 
 def _backward(q, k, v, wpre, wpost, out, lse, d_out, scale, config):
-    problem = _Problem(q, k, v, wpre, wpost, scale, config)
+    problem = _Problem(q, k, v, wpre, wpost, scale)
     d_out = d_out.contiguous()
-    if wpost is None:  # δ = rowsum(P ⊙ dP) = rowsum(dO ⊙ O) when P itself multiplies V
-        delta = (d_out.float() * out.float()).sum(-1)
-    else:  # written by the query kernel
-        delta = function.empty_output(q.shape[:3], torch.float32, q.device)
     dq = function.empty_output(q.shape, q.dtype, q.device)
-    # partial mixer gradients, one [C, C] per program of the query kernel, [G, B, slots] (slots for 16-row tiles;
-    # unused ones stay 0)
+    # partial mixer gradients, one [C, C] per query tile, [G, B, slots] (slots for 16-row tiles; unused ones stay 0)
     slots = triton.cdiv(problem.seq_len, 16)
-    size = problem.constexprs["C"]
+    size = problem.size
     dwpre = torch.zeros((problem.groups, problem.batch * slots, size, size), dtype=torch.float32, device=q.device)
     dwpost = torch.zeros_like(dwpre)
-    _launch("_backward_query_kernel", problem.grid("BLOCK_M"), config, q, k, v, problem.wpre, problem.wpost, d_out,
-            lse, delta, dq, dwpre, dwpost, slots, *problem.sizes, **problem.constexprs)
+    query_args = (q, k, v, problem.wpre, problem.wpost, d_out, lse)
+    query_outputs = (dq, dwpre, dwpost, slots, *problem.sizes)
+    if wpost is None:  # δ = rowsum(P ⊙ dP) = rowsum(dO ⊙ O) when P itself multiplies V
+        delta = (d_out.float() * out.float()).sum(-1)
+    else:  # a first launch of the query kernel finds it
+        delta = function.empty_output(q.shape[:3], torch.float32, q.device)
+        _launch("_backward_query_kernel", problem.grid("BLOCK_M", 1), config, *query_args, delta, *query_outputs,
+                DELTA_ONLY=True, **problem.constexprs)
+    _launch("_backward_query_kernel", problem.grid("BLOCK_M", problem.head_dim), config, *query_args, delta,
+            *query_outputs, DELTA_ONLY=False, **problem.constexprs)
     grouped_kv = problem.kv_heads != problem.heads
-    dk = function.empty_output(q.shape, torch.float32 if grouped_kv else k.dtype, q.device)
-    dv = function.empty_output(d_out.shape, torch.float32 if grouped_kv else v.dtype, q.device)
-    _launch("_backward_key_kernel", problem.grid("BLOCK_N"), config, q, k, v, problem.wpre, problem.wpost, d_out,
-            lse, delta, dk, dv, *problem.sizes, **problem.constexprs)
-    if grouped_kv:  # query heads h share key head h // (H / H_kv): sum their gradients
-        rep = problem.heads // problem.kv_heads
-        dk = dk.view(problem.batch, problem.kv_heads, rep, *dk.shape[2:]).sum(2).to(k.dtype)
-        dv = dv.view(problem.batch, problem.kv_heads, rep, *dv.shape[2:]).sum(2).to(v.dtype)
+    grads = []
+    for values, like, width in ((False, k, problem.head_dim), (True, v, problem.dv)):
+        grad = function.empty_output((*q.shape[:3], width), torch.float32 if grouped_kv else like.dtype, q.device)
+        _launch("_backward_key_kernel", problem.grid("BLOCK_N", width), config, q, k, v, problem.wpre, problem.wpost,
+                d_out, lse, delta, grad, *problem.sizes, VALUES=values, **problem.constexprs)
+        if grouped_kv:  # query heads h share key head h // (H / H_kv): sum their gradients
+            grad = grad.view(problem.batch, problem.kv_heads, -1, *grad.shape[2:]).sum(2).to(like.dtype)
+        grads.append(grad)
     mixer_grads = (None if m is None else w.sum(1).to(m.dtype) for m, w in ((wpre, dwpre), (wpost, dwpost)))
-    return dq, dk, dv, *mixer_grads
+    return dq, *grads, *mixer_grads
 
 
 class _MixedHeadsAttention(torch.autograd.Function):
