@@ -28,6 +28,7 @@ import dataclasses
 import gc
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,7 @@ class _LMRun:
             raise ValueError(f"model.vocab_size: got {self.model_config.vocab_size}, smaller than the dataset's "
                              f"vocabulary ({train_split.vocab_size})")
         self.sampler = MixtureSampler(train_split, config.seq_len, config.batch_size, config.seed, config.mixture)
+        self.corrupt: list[Path] = []  # checkpoints skipped by the resume
         checkpoint = self._checkpoint_to_resume(resume)
         # A fine-tuning run starts from another run's weights, unless it has a checkpoint of its own to resume.
         init = (ckpt.read_init_weights(config.init_from, self.model_config)
@@ -121,17 +123,25 @@ class _LMRun:
         self.start, self.start_step = time.perf_counter(), self.step
 
     def _checkpoint_to_resume(self, resume: bool) -> ckpt.TrainCheckpoint | None:
-        latest = ckpt.latest_checkpoint(self.out_dir)
-        if latest is None:
+        """The newest readable checkpoint of out_dir. A corrupt one is skipped, with a warning, for the one before
+        it, and set aside by rank 0 when training starts (CheckpointError if none is readable)."""
+        checkpoints = ckpt.list_checkpoints(self.out_dir)
+        if not checkpoints:
             return None
         if not resume:
-            raise ValueError(f"out: {self.out_dir} already holds checkpoints (newest {latest.name}); pass --resume "
-                             "to continue that run or choose another directory")
-        try:
-            checkpoint = ckpt.read_checkpoint(latest)
-        except CheckpointError as error:
-            raise CheckpointError(f"{error}; move it away to resume from an older checkpoint") from None
-        ckpt.check_resumable(checkpoint, latest, self.model_config, self.config.to_dict(), self.ranks.world_size)
+            raise ValueError(f"out: {self.out_dir} already holds checkpoints (newest {checkpoints[-1].name}); pass "
+                             "--resume to continue that run or choose another directory")
+        for directory in reversed(checkpoints):
+            try:
+                checkpoint = ckpt.read_checkpoint(directory)
+                break
+            except CheckpointError as error:
+                if directory == checkpoints[0]:
+                    raise CheckpointError(f"{error}; no older checkpoint to resume from") from None
+                warnings.warn(f"{error}; resuming from the checkpoint before it (this one is renamed "
+                              f"{ckpt.corrupt_name(directory).name})", stacklevel=2)
+                self.corrupt.append(directory)
+        ckpt.check_resumable(checkpoint, directory, self.model_config, self.config.to_dict(), self.ranks.world_size)
         return checkpoint
 
     def _load_weights(self, weights: dict[str, torch.Tensor], source: str) -> None:
@@ -240,6 +250,8 @@ class _LMRun:
             return RunLog(self.out_dir, self.step, enabled=False)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_incomplete(self.out_dir)
+        for directory in self.corrupt:
+            ckpt.set_aside(directory)
         resolved = {"train": self.config.to_dict(), "model": dataclasses.asdict(self.model_config),
                     "world_size": self.ranks.world_size, "parallel": self.mode,
                     "parameters": self.module.num_parameters(), "environment": run_metadata()}
