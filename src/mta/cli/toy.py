@@ -12,6 +12,7 @@ from mta.data import toy
 from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.ops import BACKENDS
+from mta.train import checkpoint_state as ckpt
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
 
@@ -54,9 +55,13 @@ def _register_train(toy_sub) -> None:
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig())
     p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoint, result.json")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run from the training state a time cap or Ctrl-C left in --out (its "
-                        "checkpoints/ directory), with the same settings; without one, start afresh")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run from the training state that a time cap, Ctrl-C or SIGTERM left in "
+                             "--out (its checkpoints/ directory), with the same settings; an error if there is none")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help="as --resume, but start the run afresh when --out holds no training state (for job "
+                             "scripts that rerun one command until the run is done)")
     p.set_defaults(func=_train)
 
 
@@ -162,17 +167,26 @@ def _train(args: argparse.Namespace) -> None:
     config = train_config_from_args(args, args.arch)
     try:
         result = train_toy(config, args.out, progress=not args.no_progress, max_minutes=args.max_minutes,
-                           resume=args.resume)
+                           resume=args.resume or args.resume_or_start, missing_ok=args.resume_or_start)
     except KeyboardInterrupt:
-        print(f"interrupted: checkpoint, metrics and result.json are in {args.out} (--resume goes on from there)",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+        _interrupted(args.out)
     except CheckpointError as error:
         raise SystemExit(f"mta toy train: {error}") from None
+    if result["stopped"] == "interrupted":
+        _interrupted(args.out)
     summary = {key: result[key] for key in ("arch", "variant", "n_block", "n_query", "seed", "steps", "stopped",
                                             "best_sequence_error_pct", "final_sequence_error_pct",
                                             "final_token_error_pct", "elapsed_s", "device")}
     print(json.dumps(summary, indent=2))
+
+
+def _interrupted(out: str) -> None:
+    """Say what an interrupted run left in `out` and exit with status 130."""
+    state = ckpt.latest_checkpoint(out)
+    resume = (f"its training state is in {state}, and --resume goes on from there" if state is not None else
+              "no training state was saved (it was stopped inside a step), so --resume cannot continue it")
+    print(f"interrupted: metrics, result.json and the model checkpoint are in {out}; {resume}", file=sys.stderr)
+    raise SystemExit(130)
 
 
 def _register_sweep(toy_sub) -> None:
