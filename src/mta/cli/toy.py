@@ -13,6 +13,8 @@ from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.ops import BACKENDS
 from mta.train import checkpoint_state as ckpt
+
+from .paths import output_directory
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
 
@@ -54,7 +56,8 @@ def _register_train(toy_sub) -> None:
     p = toy_sub.add_parser("train", help="train a toy-task model (the paper's settings unless overridden)")
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig())
-    p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoint, result.json")
+    p.add_argument("--out", required=True, type=output_directory,
+                   help="run directory: metrics.jsonl, checkpoint, result.json")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",
                         help="continue the run from the training state that a time cap, Ctrl-C or SIGTERM left in "
@@ -196,7 +199,7 @@ def _register_sweep(toy_sub) -> None:
                                        "Each run writes OUT/<arch>-N<n>-<variant>-s<seed>/ as `mta toy train` does.")
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig(), sweep=True)
-    p.add_argument("--out", required=True, help="directory of the run directories")
+    p.add_argument("--out", required=True, type=output_directory, help="directory of the run directories")
     p.set_defaults(func=_sweep)
 
 
@@ -231,8 +234,35 @@ def _register_eval(toy_sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    if not Path(args.data).is_file():
+        raise ValueError(f"--data: {args.data} is not a file (expected JSONL samples, e.g. from `mta toy generate`)")
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device)
     samples = toy.read_jsonl(args.data)
+    mismatch = task_mismatch(Path(args.checkpoint) / "result.json", samples)
+    if mismatch:
+        print(f"warning: --data is not the task the checkpoint was trained on ({mismatch})", file=sys.stderr)
     result = evaluate_toy(model, samples, args.batch_size, autocast_dtype(device, args.precision))
     print(json.dumps(result))
+
+
+def task_mismatch(result_file: Path, samples: list[dict]) -> str:
+    """How `samples` differ from the task of the run whose result.json is `result_file` (block length N, target
+    length of the variant, query length L), e.g. "N: trained 5, data 3"; "" if they agree or there is no
+    result.json (a checkpoint that is not a toy run's)."""
+    if not result_file.is_file():
+        return ""
+    run = json.loads(result_file.read_text(encoding="utf-8"))
+    trained = {"N": run["n_block"], "target length": run["n_block"] if run["variant"] == "all" else 1,
+               "L": run["n_query"]}
+    differences = []
+    for name, expected in trained.items():
+        found = sorted({_task_shape(sample)[name] for sample in samples})
+        if found != [expected]:
+            differences.append(f"{name}: trained {expected}, data {', '.join(map(str, found))}")
+    return "; ".join(differences)
+
+
+def _task_shape(sample: dict) -> dict:
+    blocks, _, query = sample["src"].partition(toy.QUERY_SEP)
+    return {"N": len(blocks.split(toy.BLOCK_SEP)[0]), "target length": len(sample["tgt"]), "L": len(query)}

@@ -16,6 +16,8 @@ from mta.models import list_presets
 from mta.train import PARALLEL, LMTrainConfig, train_lm
 from mta.train.checkpoint_state import latest_checkpoint
 
+from .paths import output_directory
+
 _FIXED = {"preset", "data", "model"}
 
 
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, choices=list_presets(), metavar="NAME",
                         help=f"model preset, one of {', '.join(list_presets())}")
     parser.add_argument("--data", required=True, help="dataset directory (manifest.json from `mta data prepare`)")
-    parser.add_argument("--out", required=True, help="run directory: train_config.json, metrics.jsonl, checkpoints/")
+    parser.add_argument("--out", required=True, type=output_directory,
+                        help="run directory: train_config.json, metrics.jsonl, checkpoints/")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training key or model.<field> (repeatable; keys below)")
     resume = parser.add_mutually_exclusive_group()
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except ValueError as error:
         parser.exit(2, f"mta train: error: {error}\n")
+    except OSError as error:
+        parser.exit(1, f"mta train: error: {error}\n")
     return 0
 
 

@@ -43,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from mta.eval.ppl import evaluate_ppl, load_split
+from mta.eval.ppl import TokenSplit, evaluate_ppl, load_split
 from mta.models import DecoderLM
 from mta.models.checkpoint import CheckpointError
 from mta.provenance import run_metadata
@@ -84,6 +84,16 @@ def train_lm(config: LMTrainConfig, out_dir: str | Path, resume: bool = False, p
         close_ranks(ranks)
 
 
+def check_token_ids(split: TokenSplit, data: str) -> None:
+    """ValueError naming the shard if a domain of `split` holds an id outside the vocabulary (a shard of the
+    right size with corrupt bytes would otherwise fail deep inside the embedding). One pass over each shard."""
+    for name, tokens in split.domains.items():
+        largest = int(tokens.max()) if len(tokens) else -1
+        if largest >= split.vocab_size:
+            raise ValueError(f"data: domain {name!r} of {data} holds token id {largest}, outside the vocabulary of "
+                             f"{split.vocab_size} (a corrupt shard? `mta data info --verify {data}` checks them)")
+
+
 class _LMRun:
     """Data, model, optimiser and schedule of one run on this rank, restored from a checkpoint if resuming."""
 
@@ -95,6 +105,8 @@ class _LMRun:
         if train_split.vocab_size > self.model_config.vocab_size:
             raise ValueError(f"model.vocab_size: got {self.model_config.vocab_size}, smaller than the dataset's "
                              f"vocabulary ({train_split.vocab_size})")
+        for split in (train_split, self.val_split):
+            check_token_ids(split, config.data)
         self.sampler = MixtureSampler(train_split, config.seq_len, config.batch_size, config.seed, config.mixture)
         self.corrupt: list[Path] = []  # checkpoints skipped by the resume
         checkpoint = self._checkpoint_to_resume(resume, missing_ok)
