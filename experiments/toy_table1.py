@@ -86,7 +86,7 @@ def launch(stack: list[tuple], gpu: int | None, index: int, args, max_minutes: f
     if len(stack) != len(values[0]) * len(values[1]) * len(values[2]):
         raise ValueError(f"stack {index}: its runs are not a grid of N × variant × seed: {stack}")
     if args.lone:
-        command = ["train", "--resume", "--out", str(args.work_dir / sweep_run_name(*stack[0]))]
+        command = ["train", "--resume-or-start", "--out", str(args.work_dir / sweep_run_name(*stack[0]))]
     else:
         command = ["sweep", "--out", str(args.work_dir)]
     command = [sys.executable, "-m", "mta", "toy", *command, "--arch", arch,

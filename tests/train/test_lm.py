@@ -176,11 +176,23 @@ def test_checkpoint_problems_are_clear_errors(data, tmp_path):
     checkpoint = ckpt.read_checkpoint(latest)
     with pytest.raises(CheckpointError, match="written by 1 ranks, this run has 2"):
         ckpt.check_resumable(checkpoint, latest, checkpoint.model_config, checkpoint.trainer["config"], 2)
-    (latest / "optimizer.pt").write_bytes((latest / "optimizer.pt").read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="optimizer.pt is missing or corrupt.*move it away"):
-        train_lm(settings, tmp_path, resume=True, progress=False)
+    weights_at_4 = weights(latest)
+    optimizer = bytearray((latest / "optimizer.pt").read_bytes())
+    optimizer[-30] ^= 1
+    (latest / "optimizer.pt").write_bytes(bytes(optimizer))
+    with pytest.warns(UserWarning, match=r"step-00000004: optimizer.pt is missing or corrupt.*resuming from the "
+                                         r"checkpoint before it \(this one is renamed step-00000004.corrupt\)"):
+        summary = train_lm(settings, tmp_path, resume=True, progress=False)
+    assert summary["step"] == 4 and (tmp_path / "checkpoints" / "step-00000004.corrupt").is_dir()
+    assert all(torch.equal(weights_at_4[name], tensor) for name, tensor in weights(latest).items())  # redone
+
+    only = tmp_path / "only"
+    train_lm(config(data, "steps=2", "eval_every=100"), only, progress=False)
+    (ckpt.latest_checkpoint(only) / "rng.pt").write_bytes(b"torn")
+    with pytest.raises(CheckpointError, match="rng.pt is missing or corrupt.*no older checkpoint"):
+        train_lm(config(data, "steps=2", "eval_every=100"), only, resume=True, progress=False)
     (latest / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="model.safetensors is missing or corrupt"):
+    with pytest.raises(CheckpointError, match="model.safetensors does not match the SHA-256"):
         ckpt.read_checkpoint(latest)
     (latest / "trainer.json").unlink()
     with pytest.raises(CheckpointError, match="trainer.json not found"):

@@ -1,6 +1,9 @@
-"""The toy-task trainer on CPU: its run directory, early stopping and Ctrl-C handling (shared/mta-spec.md §5)."""
+"""The toy-task trainer on CPU: its run directory, early stopping, Ctrl-C and SIGTERM handling (shared/mta-spec.md
+§5)."""
 
 import json
+import os
+import signal
 import warnings
 
 import pytest
@@ -136,9 +139,36 @@ def test_an_interrupt_inside_a_step_saves_no_state_of_it(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_toy(config, tmp_path / "run", progress=False)
     assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))
-    again = train_toy(config, tmp_path / "run", progress=False, resume=True)  # no state: afresh
+    with pytest.raises(ValueError, match="resume: .* holds no training state to continue"):
+        train_toy(config, tmp_path / "run", progress=False, resume=True)
+    again = train_toy(config, tmp_path / "run", progress=False, resume=True, missing_ok=True)  # no state: afresh
     assert again["resumed_at"] == [] and again["final_token_error_pct"] == straight["final_token_error_pct"]
     assert without_times(tmp_path / "run" / "metrics.jsonl") == without_times(tmp_path / "straight" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_inside_a_step_saves_the_state_after_it(tmp_path, monkeypatch, name):
+    config = ToyTrainConfig(steps=7, eval_every=2, log_every=3, **TINY)
+    straight = train_toy(config, tmp_path / "straight", progress=False)
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def step_signalled_once(optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), getattr(signal, name))  # after the fourth step's backward, before its update
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_signalled_once)
+    stopped = train_toy(config, tmp_path / "run", progress=False)
+    assert stopped["stopped"] == "interrupted" and stopped["steps"] == 4  # the step in progress was finished
+    assert [d.name for d in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000004"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
+    resumed = train_toy(config, tmp_path / "run", progress=False, resume=True)
+    assert resumed["resumed_at"] == [4] and resumed["steps"] == 7
+    assert without_times(tmp_path / "run" / "metrics.jsonl") == without_times(tmp_path / "straight" / "metrics.jsonl")
+    weights = [load_checkpoint(tmp_path / run).state_dict() for run in ("straight", "run")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert resumed["final_token_error_pct"] == straight["final_token_error_pct"]
 
 
 def test_time_cap_leaves_a_state_the_next_call_continues(tmp_path):
@@ -151,9 +181,12 @@ def test_time_cap_leaves_a_state_the_next_call_continues(tmp_path):
     assert evaluated == [1, 2, 4]  # the cap's evaluation is kept
 
 
-def test_resume_refuses_another_runs_state_and_starts_afresh_without_one(tmp_path, monkeypatch):
+def test_resume_refuses_another_runs_state_and_starts_afresh_without_one_if_asked(tmp_path, monkeypatch):
     config = ToyTrainConfig(steps=5, eval_every=2, **TINY)
-    fresh = train_toy(config, tmp_path / "fresh", progress=False, resume=True)
+    with pytest.raises(ValueError, match="--resume-or-start starts afresh"):
+        train_toy(config, tmp_path / "fresh", progress=False, resume=True)
+    assert not (tmp_path / "fresh").exists()
+    fresh = train_toy(config, tmp_path / "fresh", progress=False, resume=True, missing_ok=True)
     assert fresh["resumed_at"] == [] and fresh["steps"] == 5
     interrupt_at(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):

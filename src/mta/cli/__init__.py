@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ValueError as error:
         parser.exit(2, f"mta {args.command}: error: {error}\n")
+    except OSError as error:  # a full disk, a file that vanished: no usage error, but no traceback either
+        parser.exit(1, f"mta {args.command}: error: {error}\n")
     return 0
 
 

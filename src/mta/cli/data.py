@@ -10,6 +10,8 @@ from pathlib import Path
 from mta.data.corpus import DEFAULT_SOURCES, Manifest, jsonl_domain, load_manifest, prepare, text_domain
 from mta.data.corpus.fetch import FetchError, default_cache
 
+from .paths import new_output_directory, output_directory
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `data` command to ``subparsers``; return its parser."""
@@ -27,7 +29,8 @@ def _register_prepare(data_sub) -> None:
                     "document; a byte-level BPE tokenizer trained on the training documents; packed uint16 "
                     "shards and manifest.json. With no --text/--jsonl it uses the four default sources, "
                     "downloaded once into --cache with pip, npm and apt-get.")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=output_directory, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.add_argument("--vocab-size", type=int, default=8192, help="most tokenizer ids, <|eos|> included "
                    "(default 8192, at most 65536)")
     p.add_argument("--sources", nargs="+", choices=list(DEFAULT_SOURCES), default=None,
@@ -54,6 +57,7 @@ def _register_info(data_sub) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    new_output_directory(args.out, args.overwrite)
     start = time.perf_counter()
     domains = []
     cache = Path(args.cache) if args.cache else default_cache()

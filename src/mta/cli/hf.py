@@ -8,6 +8,8 @@ import json
 
 from mta.models.presets import MTA_KERNEL
 
+from .paths import new_output_directory, output_directory
+
 
 def register(subparsers) -> None:
     convert = subparsers.add_parser(
@@ -15,13 +17,15 @@ def register(subparsers) -> None:
     convert.add_argument("--from", dest="source", required=True,
                          help="a native checkpoint (model.safetensors + config.json, e.g. runs/x/checkpoints/step-…) "
                               "or a transformers MTA directory; the direction follows from it")
-    convert.add_argument("--out", required=True, help="directory to write the other format into")
+    convert.add_argument("--out", required=True, type=output_directory, help="directory to write the other format into")
+    convert.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     convert.set_defaults(func=run_convert)
 
     retrofit = subparsers.add_parser(
         "retrofit", help="turn a transformers LlamaForCausalLM into an MTA model with the same logits")
     retrofit.add_argument("--from", dest="source", required=True, help="a LlamaForCausalLM save_pretrained directory")
-    retrofit.add_argument("--out", required=True, help="directory for the MTAForCausalLM (save_pretrained)")
+    retrofit.add_argument("--out", required=True, type=output_directory,
+                          help="directory for the MTAForCausalLM (save_pretrained)")
     retrofit.add_argument("--mta-layers", type=_layers, default=None, metavar="I,J,...",
                           help="0-based layers with q–k convolutions (default: 2,6,10,… as the paper)")
     kernel = ",".join(map(str, MTA_KERNEL))
@@ -37,6 +41,7 @@ def register(subparsers) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    new_output_directory(args.out, args.overwrite)
     convert = _hf_module("convert")
     if convert.checkpoint_format(args.source) == "hf":
         convert.hf_to_native(args.source, args.out)

@@ -12,6 +12,9 @@ from mta.data import toy
 from mta.eval.toy import evaluate_toy
 from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.ops import BACKENDS
+from mta.train import checkpoint_state as ckpt
+
+from .paths import output_directory
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
 
@@ -53,10 +56,15 @@ def _register_train(toy_sub) -> None:
     p = toy_sub.add_parser("train", help="train a toy-task model (the paper's settings unless overridden)")
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig())
-    p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoint, result.json")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run from the training state a time cap or Ctrl-C left in --out (its "
-                        "checkpoints/ directory), with the same settings; without one, start afresh")
+    p.add_argument("--out", required=True, type=output_directory,
+                   help="run directory: metrics.jsonl, checkpoint, result.json")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run from the training state that a time cap, Ctrl-C or SIGTERM left in "
+                             "--out (its checkpoints/ directory), with the same settings; an error if there is none")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help="as --resume, but start the run afresh when --out holds no training state (for job "
+                             "scripts that rerun one command until the run is done)")
     p.set_defaults(func=_train)
 
 
@@ -162,17 +170,26 @@ def _train(args: argparse.Namespace) -> None:
     config = train_config_from_args(args, args.arch)
     try:
         result = train_toy(config, args.out, progress=not args.no_progress, max_minutes=args.max_minutes,
-                           resume=args.resume)
+                           resume=args.resume or args.resume_or_start, missing_ok=args.resume_or_start)
     except KeyboardInterrupt:
-        print(f"interrupted: checkpoint, metrics and result.json are in {args.out} (--resume goes on from there)",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+        _interrupted(args.out)
     except CheckpointError as error:
         raise SystemExit(f"mta toy train: {error}") from None
+    if result["stopped"] == "interrupted":
+        _interrupted(args.out)
     summary = {key: result[key] for key in ("arch", "variant", "n_block", "n_query", "seed", "steps", "stopped",
                                             "best_sequence_error_pct", "final_sequence_error_pct",
                                             "final_token_error_pct", "elapsed_s", "device")}
     print(json.dumps(summary, indent=2))
+
+
+def _interrupted(out: str) -> None:
+    """Say what an interrupted run left in `out` and exit with status 130."""
+    state = ckpt.latest_checkpoint(out)
+    resume = (f"its training state is in {state}, and --resume goes on from there" if state is not None else
+              "no training state was saved (it was stopped inside a step), so --resume cannot continue it")
+    print(f"interrupted: metrics, result.json and the model checkpoint are in {out}; {resume}", file=sys.stderr)
+    raise SystemExit(130)
 
 
 def _register_sweep(toy_sub) -> None:
@@ -182,7 +199,7 @@ def _register_sweep(toy_sub) -> None:
                                        "Each run writes OUT/<arch>-N<n>-<variant>-s<seed>/ as `mta toy train` does.")
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig(), sweep=True)
-    p.add_argument("--out", required=True, help="directory of the run directories")
+    p.add_argument("--out", required=True, type=output_directory, help="directory of the run directories")
     p.set_defaults(func=_sweep)
 
 
@@ -217,8 +234,35 @@ def _register_eval(toy_sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    if not Path(args.data).is_file():
+        raise ValueError(f"--data: {args.data} is not a file (expected JSONL samples, e.g. from `mta toy generate`)")
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device)
     samples = toy.read_jsonl(args.data)
+    mismatch = task_mismatch(Path(args.checkpoint) / "result.json", samples)
+    if mismatch:
+        print(f"warning: --data is not the task the checkpoint was trained on ({mismatch})", file=sys.stderr)
     result = evaluate_toy(model, samples, args.batch_size, autocast_dtype(device, args.precision))
     print(json.dumps(result))
+
+
+def task_mismatch(result_file: Path, samples: list[dict]) -> str:
+    """How `samples` differ from the task of the run whose result.json is `result_file` (block length N, target
+    length of the variant, query length L), e.g. "N: trained 5, data 3"; "" if they agree or there is no
+    result.json (a checkpoint that is not a toy run's)."""
+    if not result_file.is_file():
+        return ""
+    run = json.loads(result_file.read_text(encoding="utf-8"))
+    trained = {"N": run["n_block"], "target length": run["n_block"] if run["variant"] == "all" else 1,
+               "L": run["n_query"]}
+    differences = []
+    for name, expected in trained.items():
+        found = sorted({_task_shape(sample)[name] for sample in samples})
+        if found != [expected]:
+            differences.append(f"{name}: trained {expected}, data {', '.join(map(str, found))}")
+    return "; ".join(differences)
+
+
+def _task_shape(sample: dict) -> dict:
+    blocks, _, query = sample["src"].partition(toy.QUERY_SEP)
+    return {"N": len(blocks.split(toy.BLOCK_SEP)[0]), "target length": len(sample["tgt"]), "L": len(query)}

@@ -14,6 +14,9 @@ import sys
 
 from mta.models import list_presets
 from mta.train import PARALLEL, LMTrainConfig, train_lm
+from mta.train.checkpoint_state import latest_checkpoint
+
+from .paths import output_directory
 
 _FIXED = {"preset", "data", "model"}
 
@@ -29,10 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, choices=list_presets(), metavar="NAME",
                         help=f"model preset, one of {', '.join(list_presets())}")
     parser.add_argument("--data", required=True, help="dataset directory (manifest.json from `mta data prepare`)")
-    parser.add_argument("--out", required=True, help="run directory: train_config.json, metrics.jsonl, checkpoints/")
+    parser.add_argument("--out", required=True, type=output_directory,
+                        help="run directory: train_config.json, metrics.jsonl, checkpoints/")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training key or model.<field> (repeatable; keys below)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the newest readable checkpoint in --out; an error if there is none")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help="as --resume, but start the run afresh when --out holds no checkpoint (for job scripts "
+                             "that rerun one command until the run is done)")
     parser.add_argument("--init-from", default=None, metavar="DIR",
                         help="start from the weights of this checkpoint or run directory (fine-tuning, e.g. longer "
                              "contexts); fresh optimiser and schedule")
@@ -52,12 +61,19 @@ def run(args: argparse.Namespace) -> None:
         assignments.append(f"init_from={json.dumps(args.init_from)}")
     config = LMTrainConfig.from_overrides(args.preset, args.data, assignments)
     try:
-        summary = train_lm(config, args.out, resume=args.resume, progress=not args.no_progress)
+        summary = train_lm(config, args.out, resume=args.resume or args.resume_or_start,
+                           progress=not args.no_progress, missing_ok=args.resume_or_start)
     except KeyboardInterrupt:
-        print(f"interrupted: resume with --resume from the newest checkpoint in {args.out}", file=sys.stderr)
+        latest = latest_checkpoint(args.out)
+        print(f"interrupted: --resume goes on from the newest checkpoint, {latest}" if latest else
+              "interrupted before the first checkpoint: nothing to resume", file=sys.stderr)
         raise SystemExit(130) from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns the same summary
         print(json.dumps(summary))
+    if summary["stopped"] == "interrupted":
+        print(f"interrupted at step {summary['step']}: checkpoint {summary['checkpoint']} written; --resume goes on "
+              "from there", file=sys.stderr)
+        raise SystemExit(130)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except ValueError as error:
         parser.exit(2, f"mta train: error: {error}\n")
+    except OSError as error:
+        parser.exit(1, f"mta train: error: {error}\n")
     return 0
 
 

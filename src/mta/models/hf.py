@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 from .hf_support import transformers_supported
 
@@ -57,6 +58,24 @@ FIELDS = {
     "attention_dropout": "dropout",
     "attention_backend": "backend",
 }
+MODEL_CARD = """---
+library_name: transformers
+tags: [mta, multi-token-attention]
+---
+# An MTAForCausalLM (attention_type "{attention}")
+
+A decoder of the `mta` package (Multi-Token Attention, arXiv 2504.00927). transformers knows its model type
+"mta" only once `mta` is imported: without it, loading fails with
+"Transformers does not recognize this architecture" and a suggestion to update Transformers, which does not
+help. Install `mta` with its `[hf]` extra, then:
+
+```python
+import mta  # registers MTAConfig and MTAForCausalLM with the Auto classes
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")
+```
+"""
 _RECIPE = object()  # "the paper's recipe for attention_type 'mta', off for the other families"
 # transformers renamed the cache argument and output field `past_key_values` to `cache` within 5.x (5.17 has the
 # old name, 5.24 the new one); MTAForCausalLM takes either and returns the installed release's.
@@ -218,6 +237,15 @@ class MTAForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError(f"checkpoint: weights do not match the config: missing {sorted(info['missing_keys'])}, "
                              f"unexpected {sorted(info['unexpected_keys'])}")
         return (model, info) if wants_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """transformers' `save_pretrained`, plus a README.md model card (unless the directory has one) that says
+        loading needs `import mta`: without it transformers does not know model type "mta" and suggests an
+        update of Transformers, which does not help."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card = Path(save_directory) / "README.md"
+        if kwargs.get("is_main_process", True) and not card.exists():
+            card.write_text(MODEL_CARD.format(attention=self.config.attention_type), encoding="utf-8")
 
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.tok_embeddings

@@ -1,16 +1,20 @@
 """Training checkpoints: everything an exact resume needs, one directory per step, written atomically.
 
     OUT/checkpoints/step-00000120/
-        model.safetensors, config.json   the weights and ModelConfig (mta.models.checkpoint's format, so
-                                         `load_checkpoint` and `mta eval ppl` read a training checkpoint as is)
+        model.safetensors, config.json   the weights and ModelConfig with the weights' SHA-256
+                                         (mta.models.checkpoint's format, so `load_checkpoint` and `mta eval
+                                         ppl` read a training checkpoint as is)
         optimizer.pt                     AdamW state, keyed by parameter name (torch.distributed.checkpoint's
                                          full state dict: the same file for one process, DDP or FSDP2)
         rng.pt                           the torch RNG states (CPU, and CUDA if any) of every rank
-        trainer.json                     step, LR scheduler state, world size, the run's LMTrainConfig
+        trainer.json                     step, LR scheduler state, world size, the run's LMTrainConfig, and
+                                         the SHA-256 of optimizer.pt and rng.pt
 
 A checkpoint is written into a hidden temporary directory beside its final name, its files flushed to disk,
 then renamed in one `os.replace`: a crash at any moment leaves either the complete checkpoint or none, and
 `list_checkpoints` never returns a temporary directory. Older checkpoints are removed the same way round.
+`read_checkpoint` checks every file against its recorded SHA-256, so bytes corrupted on disk are reported
+(CheckpointError) rather than resumed from.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mta.models import ModelConfig
-from mta.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_config
+from mta.models.checkpoint import (WEIGHTS_FILE, CheckpointError, flush_files, load_config, sha256_file,
+                                   staging_directory, verify_weights, write_config)
 
 CHECKPOINTS_DIR = "checkpoints"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -111,6 +116,7 @@ def read_init_weights(path: str | os.PathLike, model_config: ModelConfig) -> tup
     if changes:
         raise CheckpointError(f"init_from {directory}: model config differs from this run's ({changes}); only "
                               f"{sorted(INIT_CHANGES)} may change (set the others as the checkpoint has them)")
+    verify_weights(directory)
     try:
         return directory, load_file(directory / WEIGHTS_FILE)
     except (SafetensorError, OSError) as error:
@@ -119,40 +125,38 @@ def read_init_weights(path: str | os.PathLike, model_config: ModelConfig) -> tup
 
 def write_checkpoint(directory: Path, checkpoint: TrainCheckpoint) -> Path:
     """Write `checkpoint` as `directory` atomically (module docstring); an existing `directory` is kept as is
-    (a deterministic run rewriting a step would write the same bytes)."""
+    (a deterministic run rewriting a step would write the same bytes). CheckpointWriteError if the disk refuses."""
     if directory.exists():
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staging_directory(directory) as tmp:
         weights = {name: tensor.contiguous() for name, tensor in checkpoint.weights.items()}
         save_file(weights, tmp / WEIGHTS_FILE)
-        config = dataclasses.asdict(checkpoint.model_config)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_config(tmp, checkpoint.model_config)
         torch.save(checkpoint.optimizer, tmp / OPTIMIZER_FILE)
         torch.save(checkpoint.rng, tmp / RNG_FILE)
-        (tmp / TRAINER_FILE).write_text(json.dumps({"format": FORMAT, **checkpoint.trainer}, indent=2) + "\n",
-                                        encoding="utf-8")
-        for path in tmp.iterdir():
-            _fsync(path)
+        trainer = {"format": FORMAT, **checkpoint.trainer,
+                   "sha256": {name: sha256_file(tmp / name) for name in (OPTIMIZER_FILE, RNG_FILE)}}
+        (tmp / TRAINER_FILE).write_text(json.dumps(trainer, indent=2) + "\n", encoding="utf-8")
+        flush_files(tmp)
         os.replace(tmp, directory)
-        _fsync(directory.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
 def read_checkpoint(directory: str | os.PathLike) -> TrainCheckpoint:
-    """Load a checkpoint written by `write_checkpoint`; CheckpointError names a missing or unreadable file."""
+    """Load a checkpoint written by `write_checkpoint`; CheckpointError names a missing, unreadable or corrupt
+    file (one that differs from the SHA-256 recorded for it)."""
     directory = Path(directory)
     trainer = _read_trainer(directory)
     model_config = load_config(directory)
+    verify_weights(directory)
     try:
         weights = load_file(directory / WEIGHTS_FILE)
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} is missing or corrupt ({error})") from None
+    for name, expected in trainer.pop("sha256", {}).items():
+        if not (directory / name).is_file() or sha256_file(directory / name) != expected:
+            raise CheckpointError(f"checkpoint {directory}: {name} is missing or corrupt (its SHA-256 differs "
+                                  f"from the one in {TRAINER_FILE})")
     optimizer = _torch_load(directory / OPTIMIZER_FILE)
     rng = _torch_load(directory / RNG_FILE)
     return TrainCheckpoint(model_config, weights, optimizer, rng, trainer)
@@ -184,6 +188,17 @@ def prune_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
         shutil.rmtree(doomed)
 
 
+def corrupt_name(directory: Path) -> Path:
+    """Where `set_aside` moves the checkpoint `directory`."""
+    return directory.with_name(f"{directory.name}.corrupt")
+
+
+def set_aside(directory: Path) -> None:
+    """Rename a corrupt checkpoint to <name>.corrupt (replacing an earlier one): no longer listed, kept to inspect."""
+    shutil.rmtree(corrupt_name(directory), ignore_errors=True)
+    os.replace(directory, corrupt_name(directory))
+
+
 def remove_incomplete(out_dir: str | os.PathLike) -> None:
     """Delete hidden leftovers (unfinished writes, interrupted removals) of a killed run."""
     root = Path(out_dir) / CHECKPOINTS_DIR
@@ -212,11 +227,3 @@ def _torch_load(path: Path):
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, IndexError, ValueError) as error:
         # torch's unpickler fails on a torn or foreign file with any of these
         raise CheckpointError(f"checkpoint {path.parent}: {path.name} is missing or corrupt ({error})") from None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

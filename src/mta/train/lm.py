@@ -28,6 +28,7 @@ import dataclasses
 import gc
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from mta.eval.ppl import evaluate_ppl, load_split
+from mta.eval.ppl import TokenSplit, evaluate_ppl, load_split
 from mta.models import DecoderLM
 from mta.models.checkpoint import CheckpointError
 from mta.provenance import run_metadata
@@ -54,22 +55,26 @@ from .lm_data import MixtureSampler
 from .lm_log import RunLog
 from .runtime import autocast_dtype
 from .schedule import warmup_schedule
+from .signals import StopRequest
 
 CONFIG_FILE = "train_config.json"
 _FULL = StateDictOptions(full_state_dict=True)
 _FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def train_lm(config: LMTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train as `config` says into `out_dir` (module docstring); return the final {"step", "loss", "val_mean_ppl",
-    "checkpoint"}.
+def train_lm(config: LMTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+             missing_ok: bool = False) -> dict:
+    """Train as `config` says into `out_dir` (module docstring); return the final {"step", "stopped" ("max_steps"
+    or "interrupted"), "loss", "val_mean_ppl", "checkpoint"}.
 
-    resume=True continues from the newest checkpoint in out_dir (or starts afresh if there is none); without
-    it, a directory that already holds checkpoints is refused. Under torchrun every rank calls this.
+    resume=True continues from the newest readable checkpoint in out_dir; ValueError if there is none, unless
+    missing_ok (then it starts afresh). Without it, a directory that already holds checkpoints is refused.
+    On SIGINT or SIGTERM (mta.train.signals; under torchrun, on every rank) the step in progress is finished and
+    checkpointed, and the run returns with stopped = "interrupted". Under torchrun every rank calls this.
     """
     ranks = init_ranks(config.device)
     try:
-        return _LMRun(config, Path(out_dir), ranks, resume).train(progress and ranks.is_main)
+        return _LMRun(config, Path(out_dir), ranks, resume, missing_ok).train(progress and ranks.is_main)
     finally:
         # The run (its DDP reducer holds the process group) is freed before the group is destroyed. Freed after
         # it, the reducer's deallocation ran the gloo group's destructor, which joins the group's worker threads,
@@ -79,10 +84,20 @@ def train_lm(config: LMTrainConfig, out_dir: str | Path, resume: bool = False, p
         close_ranks(ranks)
 
 
+def check_token_ids(split: TokenSplit, data: str) -> None:
+    """ValueError naming the shard if a domain of `split` holds an id outside the vocabulary (a shard of the
+    right size with corrupt bytes would otherwise fail deep inside the embedding). One pass over each shard."""
+    for name, tokens in split.domains.items():
+        largest = int(tokens.max()) if len(tokens) else -1
+        if largest >= split.vocab_size:
+            raise ValueError(f"data: domain {name!r} of {data} holds token id {largest}, outside the vocabulary of "
+                             f"{split.vocab_size} (a corrupt shard? `mta data info --verify {data}` checks them)")
+
+
 class _LMRun:
     """Data, model, optimiser and schedule of one run on this rank, restored from a checkpoint if resuming."""
 
-    def __init__(self, config: LMTrainConfig, out_dir: Path, ranks: Ranks, resume: bool):
+    def __init__(self, config: LMTrainConfig, out_dir: Path, ranks: Ranks, resume: bool, missing_ok: bool = False):
         self.config, self.out_dir, self.ranks = config, out_dir, ranks
         # Everything that can be wrong with the data or a checkpoint is checked before the model is built.
         train_split, self.val_split = load_split(config.data, "train"), load_split(config.data, "val")
@@ -90,8 +105,11 @@ class _LMRun:
         if train_split.vocab_size > self.model_config.vocab_size:
             raise ValueError(f"model.vocab_size: got {self.model_config.vocab_size}, smaller than the dataset's "
                              f"vocabulary ({train_split.vocab_size})")
+        for split in (train_split, self.val_split):
+            check_token_ids(split, config.data)
         self.sampler = MixtureSampler(train_split, config.seq_len, config.batch_size, config.seed, config.mixture)
-        checkpoint = self._checkpoint_to_resume(resume)
+        self.corrupt: list[Path] = []  # checkpoints skipped by the resume
+        checkpoint = self._checkpoint_to_resume(resume, missing_ok)
         # A fine-tuning run starts from another run's weights, unless it has a checkpoint of its own to resume.
         init = (ckpt.read_init_weights(config.init_from, self.model_config)
                 if checkpoint is None and config.init_from is not None else None)
@@ -120,18 +138,29 @@ class _LMRun:
         self.tokens_per_step = config.batch_size * config.grad_accum * ranks.world_size * config.seq_len
         self.start, self.start_step = time.perf_counter(), self.step
 
-    def _checkpoint_to_resume(self, resume: bool) -> ckpt.TrainCheckpoint | None:
-        latest = ckpt.latest_checkpoint(self.out_dir)
-        if latest is None:
+    def _checkpoint_to_resume(self, resume: bool, missing_ok: bool) -> ckpt.TrainCheckpoint | None:
+        """The newest readable checkpoint of out_dir. A corrupt one is skipped, with a warning, for the one before
+        it, and set aside by rank 0 when training starts (CheckpointError if none is readable)."""
+        checkpoints = ckpt.list_checkpoints(self.out_dir)
+        if not checkpoints:
+            if resume and not missing_ok:
+                raise ValueError(f"resume: {self.out_dir} holds no checkpoint to continue from; --resume-or-start "
+                                 "starts the run afresh instead")
             return None
         if not resume:
-            raise ValueError(f"out: {self.out_dir} already holds checkpoints (newest {latest.name}); pass --resume "
-                             "to continue that run or choose another directory")
-        try:
-            checkpoint = ckpt.read_checkpoint(latest)
-        except CheckpointError as error:
-            raise CheckpointError(f"{error}; move it away to resume from an older checkpoint") from None
-        ckpt.check_resumable(checkpoint, latest, self.model_config, self.config.to_dict(), self.ranks.world_size)
+            raise ValueError(f"out: {self.out_dir} already holds checkpoints (newest {checkpoints[-1].name}); pass "
+                             "--resume to continue that run or choose another directory")
+        for directory in reversed(checkpoints):
+            try:
+                checkpoint = ckpt.read_checkpoint(directory)
+                break
+            except CheckpointError as error:
+                if directory == checkpoints[0]:
+                    raise CheckpointError(f"{error}; no older checkpoint to resume from") from None
+                warnings.warn(f"{error}; resuming from the checkpoint before it (this one is renamed "
+                              f"{ckpt.corrupt_name(directory).name})", stacklevel=2)
+                self.corrupt.append(directory)
+        ckpt.check_resumable(checkpoint, directory, self.model_config, self.config.to_dict(), self.ranks.world_size)
         return checkpoint
 
     def _load_weights(self, weights: dict[str, torch.Tensor], source: str) -> None:
@@ -160,10 +189,10 @@ class _LMRun:
         """Run the remaining steps, logging, evaluating and checkpointing; return the final summary."""
         config = self.config
         log = self._open_log()
-        last = {}
+        last = {"stopped": "max_steps"}
         self.model.train()
-        with tqdm(total=config.steps, initial=self.step, desc=f"train {config.preset}", unit="step",
-                  disable=not progress) as bar:
+        with StopRequest() as stop, tqdm(total=config.steps, initial=self.step, desc=f"train {config.preset}",
+                                         unit="step", disable=not progress) as bar:
             while self.step < config.steps:
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss, grad_norm = self._train_step()
@@ -182,8 +211,18 @@ class _LMRun:
                     last["val_mean_ppl"] = log.write(self._validate())["val_mean_ppl"]
                 if self.step % config.checkpoint_every == 0 or done:
                     last["checkpoint"] = str(self._save())
+                if not done and self._stop_agreed(stop):
+                    last["checkpoint"], last["stopped"] = str(self._save()), "interrupted"
+                    break
         log.close()
         return {"step": self.step, **last}
+
+    def _stop_agreed(self, stop: StopRequest) -> bool:
+        """Whether any rank was sent SIGINT or SIGTERM (every rank gets the same answer, so all stop together)."""
+        if self.ranks.world_size == 1:
+            return stop.signal is not None
+        flag = torch.tensor(float(stop.signal is not None), device=self.ranks.device)
+        return self.ranks.all_reduce_mean(flag).item() > 0
 
     def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on grad_accum micro-batches; returns this rank's detached mean loss and the
@@ -240,6 +279,8 @@ class _LMRun:
             return RunLog(self.out_dir, self.step, enabled=False)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_incomplete(self.out_dir)
+        for directory in self.corrupt:
+            ckpt.set_aside(directory)
         resolved = {"train": self.config.to_dict(), "model": dataclasses.asdict(self.model_config),
                     "world_size": self.ranks.world_size, "parallel": self.mode,
                     "parameters": self.module.num_parameters(), "environment": run_metadata()}

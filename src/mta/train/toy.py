@@ -7,7 +7,7 @@ error has been 0 at `patience` consecutive evaluations.
 
 A run directory holds: metrics.jsonl (one line every `log_every` steps and at every evaluation), the final
 checkpoint (model.safetensors + config.json, see mta.models.checkpoint; also written on Ctrl-C) and result.json.
-A run that ends before its protocol does (time cap, Ctrl-C) also leaves its training state in
+A run that ends before its protocol does (time cap, Ctrl-C, SIGTERM) also leaves its training state in
 checkpoints/step-<step>/ (mta.train.checkpoint_state's format: weights, AdamW and schedule state, RNG states, data
 stream position, evaluations so far), from which `train_toy(..., resume=True)` continues it exactly; a run that
 ends by the protocol (solved, or at `steps`) removes it.
@@ -39,6 +39,7 @@ from . import checkpoint_state as ckpt
 from .metrics import JsonlLog
 from .runtime import autocast_dtype, resolve_device
 from .schedule import warmup_schedule
+from .signals import StopRequest
 from .stream import SeededBatches
 
 ARCHS = ("transformer", "mta")
@@ -143,18 +144,21 @@ class ToyTrainConfig:
 
 
 def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True,
-              max_minutes: float | None = None, resume: bool = False) -> dict:
+              max_minutes: float | None = None, resume: bool = False, missing_ok: bool = False) -> dict:
     """Train one model as `config` says, writing the run directory `out_dir`; return result.json's contents.
 
     max_minutes: wall-time cap of this call (None: none); at the cap the run is evaluated, saved with its training
-    state and ended with stopped = "time_limit". On KeyboardInterrupt the same is written (stopped =
-    "interrupted"), then the interrupt is raised again. resume: continue from the training state in `out_dir`
-    (module docstring) if there is one, else start afresh; CheckpointError if that state belongs to another run.
+    state and ended with stopped = "time_limit". On SIGINT or SIGTERM (mta.train.signals) the step in progress is
+    finished, then the run is saved with its training state and ended with stopped = "interrupted". A
+    KeyboardInterrupt raised otherwise (a second Ctrl-C) writes the same, without the training state if it fell
+    inside a step, and is raised again. resume: continue from the training state in `out_dir` (module
+    docstring); ValueError if there is none, unless missing_ok (then start afresh); CheckpointError if that state
+    belongs to another run.
     """
-    run = _ToyRun(config, Path(out_dir), max_minutes, resume)
-    with JsonlLog(run.out_dir / "metrics.jsonl", append=run.step > 0) as log:
+    run = _ToyRun(config, Path(out_dir), max_minutes, resume, missing_ok)
+    with StopRequest() as stop, JsonlLog(run.out_dir / "metrics.jsonl", append=run.step > 0) as log:
         try:
-            run.train(log, progress)
+            run.train(log, progress, stop)
         except KeyboardInterrupt:
             run.stopped = "interrupted"
             run.finish()
@@ -213,8 +217,13 @@ class _ToyRun:
     """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
 
     def __init__(self, config: ToyTrainConfig, out_dir: Path, max_minutes: float | None = None,
-                 resume: bool = False):
+                 resume: bool = False, missing_ok: bool = False):
         self.config, self.out_dir = config, out_dir
+        saved = ckpt.latest_checkpoint(out_dir) if resume else None
+        if resume and saved is None and not missing_ok:
+            raise ValueError(f"resume: {out_dir} holds no training state to continue (a run leaves one in "
+                             f"{ckpt.CHECKPOINTS_DIR}/ when stopped by its time cap, Ctrl-C or SIGTERM); "
+                             "--resume-or-start starts afresh instead")
         out_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
         self.amp_dtype = autocast_dtype(self.device, config.precision)
@@ -228,10 +237,11 @@ class _ToyRun:
         self.held_out = held_out_samples(config)
         self.step, self.stopped, self.zero_streak = 0, "max_steps", 0
         self.evaluations: list[dict] = []
+        # The losses of the steps since the last metrics line: their mean is the next line's loss.
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.resumed_at: list[int] = []  # the steps this run was resumed from
         self.mid_step = False  # inside train_step: a Ctrl-C now may leave the step half applied
         self.earlier_s = 0.0  # training time of the calls before this one
-        saved = ckpt.latest_checkpoint(out_dir) if resume else None
         self.batches = TrainingStream(config, self.device, self._restore(saved) if saved else None)
         self.start = time.perf_counter()
         self.deadline = None if max_minutes is None else self.start + 60 * max_minutes
@@ -253,6 +263,8 @@ class _ToyRun:
             torch.cuda.set_rng_state(state.rng[0]["cuda"], self.device)
         self.step, self.zero_streak = state.trainer["step"], state.trainer["zero_streak"]
         self.evaluations = state.trainer["evaluations"]
+        loss_sum, self.loss_count = state.trainer.get("loss_window", (0.0, 0))  # states of before it had none
+        self.loss_sum.fill_(loss_sum)
         self.resumed_at = state.trainer["resumed_at"] + [self.step]
         self.earlier_s = state.trainer["elapsed_s"]
         metrics = self.out_dir / "metrics.jsonl"
@@ -260,33 +272,35 @@ class _ToyRun:
         metrics.write_text("".join(line + "\n" for line in kept))
         return state.rng[0]["toy_data"]
 
-    def train(self, log: JsonlLog, progress: bool) -> None:
-        """Run the optimisation steps, logging and evaluating, until solved or out of steps."""
+    def train(self, log: JsonlLog, progress: bool, stop: StopRequest) -> None:
+        """Run the optimisation steps, logging and evaluating, until solved, out of steps or time, or stopped by
+        a signal (then without a final evaluation)."""
         config = self.config
-        loss_sum, loss_count = torch.zeros((), device=self.device), 0
         self.model.train()
         with tqdm(total=config.steps, desc=f"toy {config.arch}", unit="step", disable=not progress, leave=False) as bar:
             while self.step < config.steps:
                 lr = self.optimizer.param_groups[0]["lr"]
-                loss_sum += self.train_step()
-                loss_count += 1
+                self.loss_sum += self.train_step()
+                self.loss_count += 1
                 bar.update()
                 if self.deadline is not None and time.perf_counter() >= self.deadline:
                     self.stopped = "time_limit"
                     break
                 is_eval = self.step % config.eval_every == 0
-                if not (is_eval or self.step % config.log_every == 0):
-                    continue
-                record = {"step": self.step, "loss": loss_sum.item() / loss_count, "lr": lr}
-                loss_sum.zero_()
-                loss_count = 0
-                if is_eval:
-                    record.update(self.evaluate())
-                log.write({**record, "elapsed_s": self.elapsed()})
-                bar.set_postfix(loss=f"{record['loss']:.4f}", **self.postfix())
-                if self.zero_streak >= config.patience:
-                    self.stopped = "solved"
-                    break
+                if is_eval or self.step % config.log_every == 0:
+                    record = {"step": self.step, "loss": self.loss_sum.item() / self.loss_count, "lr": lr}
+                    self.loss_sum.zero_()
+                    self.loss_count = 0
+                    if is_eval:
+                        record.update(self.evaluate())
+                    log.write({**record, "elapsed_s": self.elapsed()})
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", **self.postfix())
+                    if self.zero_streak >= config.patience:
+                        self.stopped = "solved"
+                        break
+                if stop.signal is not None:
+                    self.stopped = "interrupted"
+                    return
         if not self.evaluations or self.evaluations[-1]["step"] != self.step:
             log.write({"step": self.step, **self.evaluate(), "elapsed_s": self.elapsed()})
 
@@ -339,7 +353,8 @@ class _ToyRun:
                 "toy_data": self.batches.state()}]
         trainer = {"step": self.step, "schedule": self.schedule.state_dict(), "world_size": 1,
                    "config": dataclasses.asdict(self.config), "zero_streak": self.zero_streak,
-                   "evaluations": self.evaluations, "resumed_at": self.resumed_at, "elapsed_s": elapsed_s}
+                   "evaluations": self.evaluations, "resumed_at": self.resumed_at, "elapsed_s": elapsed_s,
+                   "loss_window": [self.loss_sum.item(), self.loss_count]}
         weights = {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
         state = ckpt.TrainCheckpoint(self.model.config, weights, self.optimizer.state_dict(), rng, trainer)
         ckpt.write_checkpoint(ckpt.checkpoint_dir(self.out_dir, self.step), state)

@@ -109,6 +109,7 @@ def load_manifest(directory: str | Path, verify: bool = False) -> Manifest:
     if not 0 < vocab_size <= 1 << 16 or not 0 <= eos_id < vocab_size:
         raise ValueError(f"{where}: vocab_size {vocab_size} and eos_id {eos_id} do not fit uint16 ids")
     tokenizer = _field(raw, "tokenizer", str, where)
+    _check_inside(root, tokenizer, f"{where}: tokenizer")
     if not (root / tokenizer).is_file():
         raise ValueError(f"{where}: tokenizer file {root / tokenizer} is missing")
     domains_raw = _field(raw, "domains", dict, where)
@@ -157,6 +158,13 @@ def _field(raw: dict, key: str, kind: type, where: str | Path):
     return value
 
 
+def _check_inside(root: Path, name: str, label: str) -> None:
+    """ValueError unless the file `name` of the manifest lies inside the corpus directory `root`."""
+    if not (root / name).resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{label} {name!r} lies outside the corpus directory {root}; a manifest names files "
+                         "inside its own directory")
+
+
 def _domain(name: str, entry, root: Path, where: Path, verify: bool) -> DomainShards:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: domain {name!r} should be an object, got {entry!r}")
@@ -167,6 +175,7 @@ def _domain(name: str, entry, root: Path, where: Path, verify: bool) -> DomainSh
             _field(kinds, split, int if key in ("documents", "tokens") else str, f"{label} {key}")
     shards = DomainShards(name=name, source=_field(entry, "source", str, label), **per_split)
     for split in SPLITS:
+        _check_inside(root, shards.files[split], f"{label} split {split!r}: shard")
         path = root / shards.files[split]
         if not path.is_file():
             raise ValueError(f"{label} split {split!r}: shard {path} is missing")
