@@ -53,7 +53,7 @@ def mta_attention(
         chunked for long sequences.
     Kernels and mixers must be on q's device with q's dtype, or float32 when q is float16/bfloat16.
     Returns [B, H, N, d_v] with q's dtype. Half-precision inputs are computed in float32.
-    An empty output (B = 0 or d_v = 0) is returned without running a backend; its gradients are zeros.
+    An empty output (B = 0, N = 0 or d_v = 0) is returned without running a backend; its gradients are zeros.
     Double backward (create_graph=True) is supported by "reference" and "chunked"; "triton" raises a
     RuntimeError when it is attempted.
     """
@@ -74,7 +74,7 @@ def mta_attention(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
     options = dict(kernel_pre=kernel_pre, kernel_post=kernel_post, head_mix_pre=head_mix_pre, head_mix_post=head_mix_post)
-    if q.shape[0] == 0 or v.shape[3] == 0:
+    if q.shape[0] == 0 or q.shape[2] == 0 or v.shape[3] == 0:
         return _EmptyAttention.apply(q, k, v, *options.values())
     plain = all(value is None for value in options.values())
     with torch.autocast(device_type=q.device.type, enabled=False):
@@ -91,7 +91,7 @@ def mta_attention(
 
 
 class _EmptyAttention(torch.autograd.Function):
-    """The op when its output has no elements (B = 0 or d_v = 0): (q, k, v, *params) -> an empty [B, H, N, d_v]
+    """The op when its output has no elements (B = 0, N = 0 or d_v = 0): (q, k, v, *params) -> an empty [B, H, N, d_v]
     tensor in q's dtype, whose gradients (of any order) are zeros of the inputs' shapes; params may be None."""
 
     generate_vmap_rule = True
@@ -151,8 +151,6 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.dtype not in FLOAT_DTYPES:
         raise ValueError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
     batch, n_heads, seq_len, head_dim = q.shape
-    if seq_len == 0:
-        raise ValueError(f"q must hold at least one token (N >= 1), got shape {tuple(q.shape)}")
     if n_heads == 0:
         raise ValueError(f"q must have at least one head (H >= 1), got shape {tuple(q.shape)}")
     if head_dim == 0:
