@@ -64,7 +64,8 @@ def test_rejects_sequences_longer_than_max_seq_len():
 def test_rejects_token_ids_outside_the_vocabulary_and_float_tokens():
     model = DecoderLM(get_preset("tiny-mta"))
     vocab = model.config.vocab_size
-    with pytest.raises(ValueError, match=rf"^tokens: got ids in \[1, {vocab}\], expected ids in \[0, vocab_size={vocab}\)"):
+    expected = rf"^tokens: got ids in \[1, {vocab}\], expected ids in \[0, vocab_size={vocab}\)"
+    with pytest.raises(ValueError, match=expected):
         model(torch.tensor([[1, vocab, 2]]))
     with pytest.raises(ValueError, match=r"^tokens: got ids in \[-1, 2\]"):
         model(torch.tensor([[1, -1, 2]]))

@@ -91,8 +91,9 @@ def mta_attention(
 
 
 class _EmptyAttention(torch.autograd.Function):
-    """The op when its output has no elements (B = 0, N = 0 or d_v = 0): (q, k, v, *params) -> an empty [B, H, N, d_v]
-    tensor in q's dtype, whose gradients (of any order) are zeros of the inputs' shapes; params may be None."""
+    """The op when its output has no elements (B = 0, N = 0 or d_v = 0): (q, k, v, *params) -> an empty
+    [B, H, N, d_v] tensor in q's dtype, whose gradients (of any order) are zeros of the inputs' shapes; params
+    (kernels, mixers) may be None."""
 
     generate_vmap_rule = True
 
@@ -154,7 +155,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if n_heads == 0:
         raise ValueError(f"q must have at least one head (H >= 1), got shape {tuple(q.shape)}")
     if head_dim == 0:
-        raise ValueError(f"q must have a head dim d >= 1 (the logits are d-dim dot products), got shape {tuple(q.shape)}")
+        raise ValueError(f"q must have a head dim d >= 1, got shape {tuple(q.shape)}")
     for name, tensor in (("k", k), ("v", v)):
         if tensor.dtype != q.dtype or tensor.device != q.device:
             raise ValueError(

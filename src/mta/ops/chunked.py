@@ -146,7 +146,8 @@ class ChunkedMTA(torch.autograd.Function):
                     grads[i] += grad
         for i, kv in ((1, k), (2, v)):
             if grads[i] is not None:
-                grads[i] = grads[i].view(*kv.shape[:2], q.shape[1] // kv.shape[1], *kv.shape[2:]).sum(2)  # [B, H_kv, N, d]
+                repeats = q.shape[1] // kv.shape[1]
+                grads[i] = grads[i].view(*kv.shape[:2], repeats, *kv.shape[2:]).sum(2)  # [B, H_kv, N, d]
         result = [
             grad.to(t.dtype) if grad is not None and need else None
             for grad, t, need in zip(grads, (q, k, v, *params), needs)
