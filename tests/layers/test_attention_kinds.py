@@ -30,6 +30,29 @@ def test_causal(kind):
         assert not torch.allclose(after[:, t], before[:, t])
 
 
+@pytest.mark.parametrize("kind", list(ATTENTION_KINDS))
+def test_bad_inputs_are_named(kind):
+    options = MTA_OPTIONS if kind == "mta" else {}
+    layer = build_attention(kind, AttentionConfig(dim=DIM, n_heads=4, **options))
+    with pytest.raises(ValueError, match=rf"^x: got shape \(10, 32\), expected \[B, N, D={DIM}\]"):
+        layer(torch.randn(SEQ, DIM))
+    with pytest.raises(ValueError, match=rf"^x: got shape \(2, 10, 16\), expected \[B, N, D={DIM}\]"):
+        layer(torch.randn(2, SEQ, 16))
+    with pytest.raises(ValueError, match=r"^x: got dtype torch.int64, expected a floating-point tensor"):
+        layer(torch.ones(2, SEQ, DIM, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", list(ATTENTION_KINDS))
+@pytest.mark.parametrize("shape", [(0, SEQ, DIM), (2, 0, DIM)], ids=["batch0", "tokens0"])
+def test_empty_inputs(kind, shape):
+    options = MTA_OPTIONS if kind == "mta" else {}
+    layer = build_attention(kind, AttentionConfig(dim=DIM, n_heads=4, **options))
+    x = torch.randn(shape, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    assert out.shape == shape and x.grad.shape == shape
+
+
 def test_unknown_kind():
     with pytest.raises(ValueError, match="^kind: got 'linear'.*'transformer'"):
         build_attention("linear", AttentionConfig(dim=DIM, n_heads=4))

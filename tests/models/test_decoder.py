@@ -61,6 +61,26 @@ def test_rejects_sequences_longer_than_max_seq_len():
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
+def test_rejects_token_ids_outside_the_vocabulary_and_float_tokens():
+    model = DecoderLM(get_preset("tiny-mta"))
+    vocab = model.config.vocab_size
+    expected = rf"^tokens: got ids in \[1, {vocab}\], expected ids in \[0, vocab_size={vocab}\)"
+    with pytest.raises(ValueError, match=expected):
+        model(torch.tensor([[1, vocab, 2]]))
+    with pytest.raises(ValueError, match=r"^tokens: got ids in \[-1, 2\]"):
+        model(torch.tensor([[1, -1, 2]]))
+    with pytest.raises(ValueError, match=r"^tokens: got dtype torch.float32, expected torch.long or torch.int32"):
+        model(torch.tensor([[1.0, 2.0]]))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)], ids=["batch0", "tokens0"])
+def test_empty_token_batches(shape):
+    model = DecoderLM(get_preset("tiny-mta", backend="chunked"))
+    tokens = torch.zeros(shape, dtype=torch.long)
+    assert model(tokens).shape == (*shape, model.config.vocab_size)
+    model(tokens).sum().backward()
+
+
 def test_untied_head_adds_vocab_times_dim():
     tied = DecoderLM(get_preset("tiny-transformer"))
     untied = DecoderLM(get_preset("tiny-transformer", tie_embeddings=False))

@@ -100,5 +100,7 @@ def test_missing_or_misshapen_cache_is_named():
         mta_attention_step(q, k, v, start=torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="^k: expected"):
         mta_attention_step(q, k[:, :, :3], v[:, :, :3])
+    with pytest.raises(ValueError, match=r"^q: expected at least one head and a head dim d >= 1, got \(2, 4, 6, 0\)"):
+        mta_attention_step(q[..., :0], k[..., :0], v)
     with pytest.raises(ValueError, match="^kernel_pre"):
         mta_attention_step(q, k, v, kernel_pre=torch.zeros(4, 2, 2, dtype=q.dtype))

@@ -18,7 +18,9 @@ def kernel(c_q=2, c_k=3, heads=4, dtype=torch.float32):
     "make_call,pattern",
     [
         (lambda: mta_attention(*qkv((4, 6, 8))), r"q must have shape \[B, H, N, d\].*\(4, 6, 8\)"),
-        (lambda: mta_attention(*qkv((1, 4, 0, 8))), r"q must hold at least one token"),
+        (lambda: mta_attention(*qkv((1, 4, 6, 0))), r"q must have a head dim d >= 1.*\(1, 4, 6, 0\)"),
+        (lambda: mta_attention(*qkv((1, 4, 6, 0)), kernel_pre=kernel()), r"q must have a head dim d >= 1"),
+        (lambda: mta_attention(*qkv((1, 0, 6, 8))), r"q must have at least one head \(H >= 1\).*\(1, 0, 6, 8\)"),
         (lambda: mta_attention(*qkv(dtype=torch.int32)), r"q must be float16.*int32"),
         (lambda: mta_attention(qkv()[0], torch.randn(1, 4, 5, 8), qkv()[2]), r"k must have shape .*N=6"),
         (lambda: mta_attention(qkv()[0], torch.randn(1, 3, 6, 8), torch.randn(1, 3, 6, 8)), r"k/v heads must divide.*got 3"),
@@ -67,3 +69,29 @@ def test_triton_sends_wide_head_mixing_to_map_blocks():
     assert banded_mixing(pairs, quads) and banded_mixing(None, None)
     assert not banded_mixing(None, full) and not banded_mixing(full, pairs)
     assert not ops._triton_serves(torch.zeros(1, 8, 4, 4), 0.0)  # auto never runs triton on a CPU
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked", "triton"])
+@pytest.mark.parametrize("shape,v_dim", [((0, 4, 6, 8), 8), ((2, 4, 0, 8), 8), ((2, 4, 6, 8), 0)],
+                         ids=["batch0", "tokens0", "value_dim0"])
+def test_empty_outputs_on_every_backend(backend, shape, v_dim):
+    """B = 0, N = 0 or d_v = 0: an empty [B, H, N, d_v] output, and zero gradients for every input."""
+    q, k = (torch.randn(shape, requires_grad=True) for _ in range(2))
+    v = torch.randn(*shape[:3], v_dim, requires_grad=True)
+    pre, mix = kernel().requires_grad_(), torch.eye(2).repeat(2, 1, 1).requires_grad_()
+    out = mta_attention(q, k, v, kernel_pre=pre, head_mix_post=mix, backend=backend)
+    assert out.shape == (*shape[:3], v_dim) and out.dtype == q.dtype
+    grads = torch.autograd.grad(out.sum(), (q, k, v, pre, mix))
+    for tensor, grad in zip((q, k, v, pre, mix), grads):
+        assert torch.equal(grad, torch.zeros_like(tensor))
+
+
+def test_chunked_backward_of_an_empty_batch():
+    """The chunked backend called directly (not through mta_attention's empty-output path)."""
+    from mta.ops.chunked import chunked_attention
+
+    q = torch.randn(0, 4, 6, 8, requires_grad=True)
+    k, v = (torch.randn(0, 2, 6, 8, requires_grad=True) for _ in range(2))  # grouped-query heads
+    out = chunked_attention(q, k, v, kernel_pre=kernel(), scale=0.5, dropout_p=0.0, block_size=4)
+    out.sum().backward()
+    assert q.grad.shape == q.shape and k.grad.shape == (0, 2, 6, 8)

@@ -102,6 +102,11 @@ class ProjectedAttention(nn.Module):
             tokens (start[b] <= the cached length).
         With start or state, positions come from them, so position_offset must stay 0.
         """
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] != self.config.dim:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x: got {got}, expected [B, N, D={self.config.dim}]")
+        if not x.is_floating_point():
+            raise ValueError(f"x: got dtype {x.dtype}, expected a floating-point tensor")
         if start is None and state is None:
             q, k, v = self.project(x, position_offset)
             return self.finish(self.attend(q, k, v))

@@ -122,6 +122,7 @@ class DecoderLM(nn.Module):
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens: got shape {tuple(tokens.shape)}, expected [B, N]")
+        self._check_token_ids(tokens)
         past = 0 if cache is None else cache.length
         if past + tokens.shape[1] > self.config.max_seq_len:
             cached = f" ({past} of them cached)" if past else ""
@@ -139,6 +140,19 @@ class DecoderLM(nn.Module):
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., V] of hidden states [..., D] (the tied embedding or the output layer)."""
         return F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
+
+    def _check_token_ids(self, tokens: torch.Tensor) -> None:
+        """tokens must be long or int ids in [0, vocab_size). The values are checked eagerly only (one device
+        synchronisation): not while torch.compile traces nor under vmap (the stacked toy trainer), where the
+        embedding's own index check remains."""
+        if tokens.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"tokens: got dtype {tokens.dtype}, expected torch.long or torch.int32 ids")
+        if tokens.numel() == 0 or torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(tokens):
+            return
+        low, high = torch.aminmax(tokens)
+        if bool((low < 0) | (high >= self.config.vocab_size)):
+            raise ValueError(f"tokens: got ids in [{int(low)}, {int(high)}], expected ids in "
+                             f"[0, vocab_size={self.config.vocab_size})")
 
     def _start(self, tokens: torch.Tensor, start: torch.Tensor | None, cache: DecodeCache | None):
         """The validated left padding of this call: None when no row is padded."""

@@ -53,6 +53,9 @@ def mta_attention(
         chunked for long sequences.
     Kernels and mixers must be on q's device with q's dtype, or float32 when q is float16/bfloat16.
     Returns [B, H, N, d_v] with q's dtype. Half-precision inputs are computed in float32.
+    An empty output (B = 0, N = 0 or d_v = 0) is returned without running a backend; its gradients are zeros.
+    Double backward (create_graph=True) is supported by "reference" and "chunked"; "triton" raises a
+    RuntimeError when it is attempted.
     """
     _check_qkv(q, k, v)
     for name, kernel in (("kernel_pre", kernel_pre), ("kernel_post", kernel_post)):
@@ -71,6 +74,8 @@ def mta_attention(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
     options = dict(kernel_pre=kernel_pre, kernel_post=kernel_post, head_mix_pre=head_mix_pre, head_mix_post=head_mix_post)
+    if q.shape[0] == 0 or q.shape[2] == 0 or v.shape[3] == 0:
+        return _EmptyAttention.apply(q, k, v, *options.values())
     plain = all(value is None for value in options.values())
     with torch.autocast(device_type=q.device.type, enabled=False):
         if backend == "auto" and plain:
@@ -78,10 +83,59 @@ def mta_attention(
                 q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale, enable_gqa=k.shape[1] != q.shape[1]
             )
         if backend == "triton" or (backend == "auto" and _triton_serves(q, dropout_p)):
-            return triton_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
+            out = triton_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
+            return _FirstOrderOnly.apply(out, "triton")
         if backend == "reference" or (backend == "auto" and q.shape[2] <= AUTO_REFERENCE_MAX_TOKENS):
             return reference_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
         return chunked_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
+
+
+class _EmptyAttention(torch.autograd.Function):
+    """The op when its output has no elements (B = 0, N = 0 or d_v = 0): (q, k, v, *params) -> an empty
+    [B, H, N, d_v] tensor in q's dtype, whose gradients (of any order) are zeros of the inputs' shapes; params
+    (kernels, mixers) may be None."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(q, *tensors):
+        return q.new_empty(q.shape[:3] + tensors[1].shape[3:])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.inputs = [None if t is None else (t.shape, t.dtype, t.device) for t in inputs]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return tuple(
+            None if spec is None or not need else torch.zeros(spec[0], dtype=spec[1], device=spec[2])
+            for spec, need in zip(ctx.inputs, ctx.needs_input_grad)
+        )
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on a backend's output [B, H, N, d_v] whose backward is not differentiable: raises a RuntimeError
+    when the backward runs with create_graph=True (double backward), where the gradient would silently lack a
+    graph."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(out, backend):
+        return out.view_as(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.backend = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"backend {ctx.backend!r} does not support double backward (create_graph=True): its backward is "
+                "not differentiable; use backend='reference' or backend='chunked'"
+            )
+        return grad_out, None
 
 
 def _triton_serves(q: torch.Tensor, dropout_p: float) -> bool:
@@ -98,8 +152,10 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.dtype not in FLOAT_DTYPES:
         raise ValueError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
     batch, n_heads, seq_len, head_dim = q.shape
-    if seq_len == 0:
-        raise ValueError(f"q must hold at least one token (N >= 1), got shape {tuple(q.shape)}")
+    if n_heads == 0:
+        raise ValueError(f"q must have at least one head (H >= 1), got shape {tuple(q.shape)}")
+    if head_dim == 0:
+        raise ValueError(f"q must have a head dim d >= 1, got shape {tuple(q.shape)}")
     for name, tensor in (("k", k), ("v", v)):
         if tensor.dtype != q.dtype or tensor.device != q.device:
             raise ValueError(

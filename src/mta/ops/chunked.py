@@ -8,7 +8,9 @@ zero after the post conv), so the key-axis convolution reads the same zeros it w
 
 The backward is a custom autograd.Function that recomputes one block at a time and back-propagates through
 that block only, so the backward keeps the same O(block × N) bound; only q, k, v and the small kernels and
-mixers are saved between forward and backward.
+mixers are saved between forward and backward. Under create_graph=True (double backward) each block's
+recomputation stays in the graph, so the gradients are differentiable; that graph holds every block's
+intermediates, O(N²) memory like the reference.
 """
 
 from __future__ import annotations
@@ -114,21 +116,24 @@ class ChunkedMTA(torch.autograd.Function):
             for t, need in zip(inputs, needs)
         ]
         seq_len = q.shape[2]
+        # Double backward: grad mode is on here, and the blocks are recomputed from the saved tensors themselves
+        # (not detached copies), so every gradient keeps its graph back to the inputs and grad_out.
+        create_graph = torch.is_grad_enabled()
         for start, end, row_start in block_bounds(seq_len, block_size, halo):
             with torch.enable_grad():
+                sources = (q[:, :, row_start:end], keys[:, :, :end], values[:, :, :end], *params)
                 leaves = [
-                    q[:, :, row_start:end].detach().requires_grad_(needs[0]),
-                    keys[:, :, :end].detach().requires_grad_(needs[1]),
-                    values[:, :, :end].detach().requires_grad_(needs[2]),
-                    *(p.detach().requires_grad_(need) if p is not None else None for p, need in zip(params, needs[3:])),
+                    None if t is None else t if create_graph and need else t.detach().requires_grad_(need)
+                    for t, need in zip(sources, needs)
                 ]
                 block = block_output(
                     leaves[0], leaves[1], leaves[2], tuple(leaves[3:]),
                     row_start, start, scale, dropout_p, dropout_seed,
                 )
-                wanted = [i for i, leaf in enumerate(leaves) if leaf is not None and leaf.requires_grad]
+                wanted = [i for i, (leaf, need) in enumerate(zip(leaves, needs)) if leaf is not None and need]
                 block_grads = torch.autograd.grad(
-                    block, [leaves[i] for i in wanted], grad_out[:, :, start:end].to(block.dtype), allow_unused=True
+                    block, [leaves[i] for i in wanted], grad_out[:, :, start:end].to(block.dtype), allow_unused=True,
+                    create_graph=create_graph,
                 )
             for i, grad in zip(wanted, block_grads):
                 if grad is None:
@@ -141,7 +146,8 @@ class ChunkedMTA(torch.autograd.Function):
                     grads[i] += grad
         for i, kv in ((1, k), (2, v)):
             if grads[i] is not None:
-                grads[i] = grads[i].view(*kv.shape[:2], -1, *kv.shape[2:]).sum(2)  # [B, H_kv, N, d]
+                repeats = q.shape[1] // kv.shape[1]
+                grads[i] = grads[i].view(*kv.shape[:2], repeats, *kv.shape[2:]).sum(2)  # [B, H_kv, N, d]
         result = [
             grad.to(t.dtype) if grad is not None and need else None
             for grad, t, need in zip(grads, (q, k, v, *params), needs)

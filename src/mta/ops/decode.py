@@ -172,6 +172,8 @@ def _check_step_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tup
                 f"{name}: must match q's dtype and device ({q.dtype}, {q.device}), got ({tensor.dtype}, {tensor.device})"
             )
     batch, n_heads, new, head_dim = q.shape
+    if n_heads == 0 or head_dim == 0:
+        raise ValueError(f"q: expected at least one head and a head dim d >= 1, got {tuple(q.shape)}")
     if k.shape[0] != batch or k.shape[3] != head_dim or k.shape[2] < new or new == 0:
         raise ValueError(f"k: expected [B={batch}, H_kv, L >= T={new} >= 1, d={head_dim}], got {tuple(k.shape)}")
     if v.shape[:3] != k.shape[:3]:
