@@ -1,4 +1,4 @@
-"""Decoding speed and memory on one GPU (issue 6 item 4): MTA with the decoding cache (spec §6) against the
+"""Decoding speed and memory on one GPU (issue 6 item 4): MTA with the decoding cache (docs/spec.md §6) against the
 Transformer with its KV cache, and against recomputing the whole map at every step as the official generator does.
 
 Models: the --size presets (default 880M) of the MTA family (6×11 kernels before and after softmax in layers

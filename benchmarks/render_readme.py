@@ -53,7 +53,7 @@ def op_cost_cpu(results: dict) -> str:
     return "\n".join(lines)
 
 
-# Table 1 of the paper (toy task error %, mean ± std over 3 seeds, L = 2), quoted from shared/mta-spec.md §4.
+# Table 1 of the paper (toy task error %, mean ± std over 3 seeds, L = 2), quoted from docs/spec.md §4.
 PAPER_TABLE1 = {
     "transformer": {(5, "all"): "51.6 ± 43.1", (5, "first"): "78.2 ± 1.5", (5, "last"): "1.3 ± 0.4",
                     (8, "all"): "31.2 ± 50.3", (8, "first"): "28.9 ± 24.9", (8, "last"): "58.4 ± 46.8"},

@@ -2,7 +2,7 @@
 
 Table 1's 36 runs must each finish inside one device call, so what a step of the stack costs decides how many
 steps the reproduction can afford. For each architecture and --compile mode (mta.train.toy.COMPILE_MODES), one
-stack of --runs runs of the paper's toy model (spec §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
+stack of --runs runs of the paper's toy model (docs/spec.md §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
 autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph recording, AdamW state), then --steps
 timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
 "× eager" is the eager stack's ms/step over this one's, in the same process. --profile-steps K profiles K more

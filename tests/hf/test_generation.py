@@ -1,5 +1,5 @@
-"""model.generate with the MTACache (spec §6): cached == recomputing the whole sequence (use_cache=False), for every
-option of the op and every family, greedy and sampling, batches with left padding == each prompt alone, prompts
+"""model.generate with the MTACache (docs/spec.md §6): cached == recomputing the whole sequence (use_cache=False),
+for every option of the op and every family, greedy and sampling, batches with left padding == each prompt alone, prompts
 longer than the kernels; the cache really is used (one token per forward after the prompt)."""
 
 import pytest

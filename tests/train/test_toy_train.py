@@ -1,4 +1,4 @@
-"""The toy-task trainer on CPU: its run directory, early stopping and Ctrl-C handling (shared/mta-spec.md §5)."""
+"""The toy-task trainer on CPU: its run directory, early stopping and Ctrl-C handling (docs/spec.md §5)."""
 
 import json
 import warnings

@@ -1,6 +1,6 @@
 """`mta demo`: the paper's toy task, small enough for a 2-core CPU, trained with both architectures.
 
-The task (shared/mta-spec.md §5) asks for the block that holds every query letter. A Transformer's attention
+The task (docs/spec.md §5) asks for the block that holds every query letter. A Transformer's attention
 weight depends on one query and one key, so it cannot point at "the block with both letters" in one step;
 MTA's 2×9 pre-softmax convolution combines the scores of neighbouring queries and keys, so it can. The demo
 trains a Transformer and an MTA model with the same budget, data and seed and prints their held-out errors.
@@ -50,8 +50,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     configs = [train_config_from_args(args, arch) for arch in ("transformer", "mta")]
     example = toy.generate(args.n_block, args.n_query, args.variant, 1, args.seed, configs[0].num_blocks)[0]
-    print(f"toy task (spec §5): {configs[0].num_blocks} blocks of {args.n_block} letters, {args.n_query} query "
-          f"letters, label '{args.variant}'\n  example: src {example['src']!r} -> tgt {example['tgt']!r}")
+    print(f"toy task (docs/spec.md §5): {configs[0].num_blocks} blocks of {args.n_block} letters, "
+          f"{args.n_query} query letters, label '{args.variant}'\n  example: src {example['src']!r} -> tgt {example['tgt']!r}")
     print(f"training each model for at most {args.steps} steps on {resolve_device(args.device)} "
           f"(stops early once solved)")
     with tempfile.TemporaryDirectory(prefix="mta-demo-") as scratch:

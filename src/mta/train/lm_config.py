@@ -1,4 +1,4 @@
-"""The configuration of a language-model training run, with the paper's recipe as defaults (shared/mta-spec.md §3).
+"""The configuration of a language-model training run, with the paper's recipe as defaults (docs/spec.md §3).
 
 `LMTrainConfig.from_overrides(preset, data, ["key=value", ...])` is what `mta train --set key=value` builds:
 values are JSON when they parse as JSON (numbers, true/false, null, lists, objects) and strings otherwise;

@@ -1,4 +1,4 @@
-"""Training on the toy task of the paper's Table 1 (shared/mta-spec.md §5).
+"""Training on the toy task of the paper's Table 1 (docs/spec.md §5).
 
 The defaults are the paper's: presets toy-transformer / toy-mta, AdamW lr 1e-4, β = (0.9, 0.98), weight decay 0,
 1000 warmup steps then constant, batch 64, up to 100k steps. Training samples are drawn fresh from an endless
