@@ -20,7 +20,8 @@ import re
 from .hf_support import transformers_supported
 
 if not transformers_supported():
-    raise ImportError("mta.models.hf needs transformers 5.x (>=5.0,<6); install it with: pip install 'mta[hf]'")
+    raise ImportError("mta.models.hf needs transformers 5.x (>=5.0,<6); install it with: "
+                      "pip install 'multi-token-attention[hf]'")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
