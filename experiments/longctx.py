@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} {evaluation}: {status}", flush=True)
             if process.returncode:
                 failed.append(f"{name} {evaluation}")
-    print(f"results in {args.out}; render them into the README with: python benchmarks/render_readme.py")
+    print(f"results in {args.out}; render them into the README with: python benchmarks/render_docs.py")
     return 1 if failed else 0
 
 

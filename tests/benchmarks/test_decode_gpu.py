@@ -12,7 +12,7 @@ from benchmark_scripts import load_benchmark
 from mta.models import DecodeCache
 
 bench = load_benchmark("decode_gpu")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):

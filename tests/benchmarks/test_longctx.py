@@ -15,7 +15,7 @@ from mta.models.checkpoint import save_checkpoint
 pytest.importorskip("tokenizers")
 
 experiment = load_benchmark("longctx", folder="experiments")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 from benchmark_scripts import load_benchmark
 
 bench = load_benchmark("model_throughput")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_trainer_optimizer_settings():

@@ -89,10 +89,10 @@ def test_backends_command(capsys):
 
 
 def test_the_committed_demo_run_renders():
-    """results/toy_demo holds what `mta demo --out results/toy_demo` wrote; render_readme reads both runs."""
+    """results/toy_demo holds what `mta demo --out results/toy_demo` wrote; render_docs reads both runs."""
     from benchmark_scripts import load_benchmark
 
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
     load, make_table = render.TABLES["toy_demo"]
     runs = load()
     assert sorted(run["arch"] for run in runs) == ["mta", "transformer"]
