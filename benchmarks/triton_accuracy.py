@@ -3,7 +3,7 @@
 For each configuration (issue 4's A–D at small H) and N, the same random inputs go through
 `mta_attention(..., backend="triton")` in bfloat16 and through the reference in float32; the errors of the output
 and of the gradients of q, k, v and every kernel and mixer are written to results/perf/triton_accuracy_gpu.json.
-`--check` exits non-zero when any relative RMS error exceeds the bound (the GPU test command in the README).
+`--check` exits non-zero when any relative RMS error exceeds the bound (the GPU test command of docs/results/performance.md).
 
     python benchmarks/triton_accuracy.py --check                  # on a CUDA machine
 """

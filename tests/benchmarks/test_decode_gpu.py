@@ -1,5 +1,5 @@
 """benchmarks/decode_gpu.py end to end on a CPU (--quick: tiny presets), its random cache against a real prefill's,
-the time budget, and the README table of its results."""
+the time budget, and the table of its results."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/op_speed_gpu.py end to end on a CPU (--quick), its plan and time budget, and the README rendering
+"""benchmarks/op_speed_gpu.py end to end on a CPU (--quick), its plan and time budget, and the rendering
 of its results: the issue's targets (ratios, met / missed), the tables and the plot."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .toy import add_train_arguments, train_config_from_args
 
 # The paper's "first" variant (its Table 1 at N = 5: Transformer 78% error, MTA 0%), shrunk for a CPU: 8 blocks of
 # 3 letters (36 tokens), D 64, 2 layers, lr 1e-3 after 100 warmup steps, 2000 steps; 2 heads, attention dropout 0.1
-# and the 2×9 kernel as in the paper. `mta demo --out results/toy_demo` on a 2-core CPU wrote the README's table.
+# and the 2×9 kernel as in the paper. `mta demo --out results/toy_demo` on a 2-core CPU wrote the table of docs/results/toy.md.
 # Naming one of the query letters at random is right with probability 1/N (67% error here).
 DEMO = ToyTrainConfig(
     variant="first",
