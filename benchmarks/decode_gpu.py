@@ -1,4 +1,4 @@
-"""Decoding speed and memory on one GPU (issue 6 item 4): MTA with the decoding cache (spec §6) against the
+"""Decoding speed and memory on one GPU (issue 6 item 4): MTA with the decoding cache (docs/spec.md §6) against the
 Transformer with its KV cache, and against recomputing the whole map at every step as the official generator does.
 
 Models: the --size presets (default 880M) of the MTA family (6×11 kernels before and after softmax in layers
@@ -24,7 +24,7 @@ torch.profiler and the row's "profile" holds the aten calls per step and the ops
 step (GPU time on a GPU). The JSON is rewritten after each row, and --resume keeps its measured rows and
 measures only the (method, N) pairs it lacks (a run cut short by the time budget, or more contexts).
 
-    python benchmarks/decode_gpu.py --time-budget-s 170          # → benchmarks/results/decode_gpu.json
+    python benchmarks/decode_gpu.py --time-budget-s 170          # → results/perf/decode_gpu.json
     python benchmarks/decode_gpu.py --resume --contexts 16384 32768   # a later session: the rest
     python benchmarks/decode_gpu.py --quick --out /tmp/decode.json   # CPU smoke run: tiny presets
 """
@@ -46,7 +46,7 @@ from mta.profiling import (fill_defaults, first_line, fresh_cuda_state, kept_row
                            total_memory_gib, write_json_atomic)
 from mta.train.runtime import resolve_device
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "decode_gpu.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "decode_gpu.json"
 METHODS = ("transformer_cached", "mta_cached", "mta_recompute")
 REFERENCE_MAPS = 6
 FULL = {"size": "880M", "contexts": [1024, 2048, 4096, 8192, 16384, 32768], "batch": 1, "steps": 32,

@@ -13,12 +13,12 @@ With --block-elements E …, it instead times C and D (default precision) with m
 host time per launch, at more memory. With --tap-rows T …, it times C with T tap rows per program of the q–k
 convolution's kernel gradient (`stencil.GRAD_TAP_ROWS`).
 
-The committed benchmarks/results/map_kernels_sweep.json (commit 7255edf) also timed D through fused
+The committed results/perf/map_kernels_sweep.json (commit 7255edf) also timed D through fused
 talking-heads kernels (since removed: slower than the general path in every precision) and their row tiles.
 
-    python benchmarks/map_kernels_sweep.py       # CUDA only → benchmarks/results/map_kernels_sweep.json
-    python benchmarks/map_kernels_sweep.py --block-elements 25 26 27 28 --out benchmarks/results/map_block_sweep.json
-    python benchmarks/map_kernels_sweep.py --tap-rows 1 2 4 8 --out benchmarks/results/map_tap_rows_sweep.json
+    python benchmarks/map_kernels_sweep.py       # CUDA only → results/perf/map_kernels_sweep.json
+    python benchmarks/map_kernels_sweep.py --block-elements 25 26 27 28 --out results/perf/map_block_sweep.json
+    python benchmarks/map_kernels_sweep.py --tap-rows 1 2 4 8 --out results/perf/map_tap_rows_sweep.json
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from op_speed_gpu import Measurement, measure as measure_speed
 from triton_accuracy import (configs as accuracy_configs, errors, make_params, measure as measure_accuracy,
                              output_and_grads)
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "map_kernels_sweep.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "map_kernels_sweep.json"
 SEQ_LEN, BATCH, HEAD_DIM, HEADS = 8192, 2, 128, 16
 ACCURACY_SEQ_LEN, SHARPNESS = 1024, 4.0
 PRECISIONS = ("ieee", "tf32x3", "tf32")

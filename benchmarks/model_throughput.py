@@ -26,7 +26,7 @@ stopped by --time-budget-s or killed keeps what it measured.
 The paper's Table 9 (880M, official code, per H200 GPU): Transformer 17.5 GB and 54.3k tokens/s, MTA 73.8 GB and
 5.7k tokens/s (0.105× tokens/s, 4.2× memory), talking heads 63.0 GB and 14.6k tokens/s; DIFF is not in it.
 
-    python benchmarks/model_throughput.py --time-budget-s 480        # → benchmarks/results/model_throughput.json
+    python benchmarks/model_throughput.py --time-budget-s 480        # → results/perf/model_throughput.json
     python benchmarks/model_throughput.py --quick --out /tmp/mt.json  # CPU smoke run: tiny-* presets, 2 steps
 """
 
@@ -50,7 +50,7 @@ from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchroni
 from mta.train.lm_config import LMTrainConfig
 from mta.train.runtime import resolve_device
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "model_throughput.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "model_throughput.json"
 FAMILIES = ("transformer", "mta", "talking_heads", "diff")
 MTA_FAMILIES = ("mta", "talking_heads")  # the families whose attention runs through mta_attention
 BASELINE = ("transformer", "sdpa")

@@ -3,9 +3,9 @@
 Every (method, N) is measured in a fresh subprocess so that its peak resident memory is its own (Linux: the
 high-water mark is reset after the inputs are built, then read after forward+backward). SDPA with no MTA option
 is the baseline, measured in the same run. The op is the paper's MTA layer in miniature: 6×11 q–k convolutions
-before and after softmax and full head mixing before and after softmax (spec §3), random non-identity weights.
+before and after softmax and full head mixing before and after softmax (docs/spec.md §3), random non-identity weights.
 
-    python benchmarks/op_cost.py                       # N = 1k, 4k, 16k → benchmarks/results/op_cost_cpu.json
+    python benchmarks/op_cost.py                       # N = 1k, 4k, 16k → results/perf/op_cost_cpu.json
     python benchmarks/op_cost.py --lengths 512 --out /tmp/x.json
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 METHODS = ("sdpa", "reference", "chunked")
-DEFAULT_OUT = Path(__file__).parent / "results" / "op_cost_cpu.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "op_cost_cpu.json"
 
 
 def read_kib(field: str, path: str = "/proc/self/status") -> int:

@@ -26,7 +26,7 @@ Measurements run most important first (N = 8k, d = 128: the issue's time targets
 targets; the rest of d = 128; d = 64; N > 32k; chunked last) and the JSON is rewritten after each one, so a run
 stopped by --time-budget-s or killed keeps what it measured, and --resume measures only what is missing.
 
-    python benchmarks/op_speed_gpu.py --time-budget-s 420             # → benchmarks/results/op_speed_gpu.json
+    python benchmarks/op_speed_gpu.py --time-budget-s 420             # → results/perf/op_speed_gpu.json
     python benchmarks/op_speed_gpu.py --resume --time-budget-s 420    # a later session: the rest
     python benchmarks/op_speed_gpu.py --device cpu --quick --out /tmp/op_speed.json   # smoke run
 """
@@ -51,7 +51,7 @@ from mta.ops import available_backends, mta_attention
 from mta.profiling import first_line, kept_rows, synchronize, write_json_atomic
 from mta.train.runtime import resolve_device
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "op_speed_gpu.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "op_speed_gpu.json"
 HEADS = 16
 CONV = (6, 11)
 NOISE = 0.05

@@ -2,15 +2,15 @@
 
 Table 1's 36 runs must each finish inside one device call, so what a step of the stack costs decides how many
 steps the reproduction can afford. For each architecture and --compile mode (mta.train.toy.COMPILE_MODES), one
-stack of --runs runs of the paper's toy model (spec §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
+stack of --runs runs of the paper's toy model (docs/spec.md §5; N = 5, variant "all", seeds 0 … R-1, batch 64, bf16
 autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph recording, AdamW state), then --steps
 timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
 "× eager" is the eager stack's ms/step over this one's, in the same process. --profile-steps K profiles K more
 steps per row (mta.profiling.profile_calls: aten launches and the ops with the most GPU time per step).
 --lone times one run trained alone (mta.train.toy, as `experiments/toy_table1.py --lone` runs each) instead.
 
-    python benchmarks/toy_stack_speed.py                       # → benchmarks/results/toy_stack_speed.json
-    python benchmarks/toy_stack_speed.py --lone --out benchmarks/results/toy_lone_speed.json
+    python benchmarks/toy_stack_speed.py                       # → results/perf/toy_stack_speed.json
+    python benchmarks/toy_stack_speed.py --lone --out results/perf/toy_lone_speed.json
     python benchmarks/toy_stack_speed.py --quick --out /tmp/toy_speed.json   # CPU smoke run: tiny models
 """
 
@@ -27,7 +27,7 @@ from mta.profiling import fill_defaults, first_line, profile_calls, synchronize,
 from mta.train.toy import COMPILE_MODES, ToyTrainConfig, _ToyRun
 from mta.train.toy_stack import _Stack
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "toy_stack_speed.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "toy_stack_speed.json"
 FULL = {"runs": 18, "steps": 50, "warmup": 10, "model": {}}
 QUICK = {"runs": 2, "steps": 2, "warmup": 1, "model": {"dim": 16, "n_layers": 1}}
 

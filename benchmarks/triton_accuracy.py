@@ -2,8 +2,8 @@
 
 For each configuration (issue 4's A–D at small H) and N, the same random inputs go through
 `mta_attention(..., backend="triton")` in bfloat16 and through the reference in float32; the errors of the output
-and of the gradients of q, k, v and every kernel and mixer are written to benchmarks/results/triton_accuracy_gpu.json.
-`--check` exits non-zero when any relative RMS error exceeds the bound (the GPU test command in the README).
+and of the gradients of q, k, v and every kernel and mixer are written to results/perf/triton_accuracy_gpu.json.
+`--check` exits non-zero when any relative RMS error exceeds the bound (the GPU test command of docs/results/performance.md).
 
     python benchmarks/triton_accuracy.py --check                  # on a CUDA machine
 """
@@ -20,7 +20,7 @@ from mta.ops import mta_attention
 from mta.profiling import write_json_atomic
 from mta.provenance import run_metadata
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "triton_accuracy_gpu.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "triton_accuracy_gpu.json"
 RELATIVE_RMS_BOUND = 0.03  # bf16 inputs and outputs carry ~0.4% rounding each; softmax sharpening amplifies it
 
 

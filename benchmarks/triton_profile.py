@@ -10,7 +10,7 @@
    CUDA-event samples) for each candidate BlockConfig and, for the best backward tiles, each probability-block
    size.
 
-    python benchmarks/triton_profile.py --time-budget-s 400    # → benchmarks/results/triton_profile.json
+    python benchmarks/triton_profile.py --time-budget-s 400    # → results/perf/triton_profile.json
     python benchmarks/triton_profile.py --configs C D --no-sweep --seq-len 2048 --head-dim 96   # the 880M layers
 """
 
@@ -28,7 +28,7 @@ import torch
 from mta.ops import mta_attention
 from mta.profiling import fresh_cuda_state, write_json_atomic
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "triton_profile.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "triton_profile.json"
 HEADS, HEAD_DIM, SEQ_LEN, BATCH = 16, 128, 8192, 2  # the sweep's shape and the profiles' default
 TOKENS = SEQ_LEN * BATCH  # the profiles' B·N at any --seq-len
 TAPS, BAND = 6, 10  # the 6×11 pre-softmax conv: 6 query taps, a band of 5 + 5 diagonals

@@ -6,7 +6,7 @@ per block on GPUs, DDP on a CPU unless `--parallel` says otherwise) with batch_s
 The runs draw different batches (a batch is a function of seed, step and rank), so their curves agree in
 distribution, not token for token. Then OUT/scaling.json holds, per K: the steady tokens/s (from the metrics
 after --skip-steps, past compilation and warm-up), its ratio to K = 1 and the scaling efficiency (ratio / K),
-the final training loss and validation perplexity, and the loss curve; `benchmarks/render_readme.py` renders it.
+the final training loss and validation perplexity, and the loss curve; `benchmarks/render_docs.py` renders it.
 
     python experiments/lm_scaling.py --data data/corpus --preset small-mta --world-sizes 1 2 4 --global-batch 32 \\
         -- --set steps=300 --set warmup=30 --set lr=1e-3 --set seq_len=512 --set log_every=10 --set eval_every=300

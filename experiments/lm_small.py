@@ -12,9 +12,9 @@ metrics and report are copied into --out:
 
 Writes OUT/<arch>-s<seed>.json ({"arch", "seed", "config", "ppl": the `mta eval ppl` report, "train_s": the
 wall time of the whole training phase, all runs together}) and
-OUT/<arch>-s<seed>.metrics.jsonl (the training curve); `benchmarks/render_readme.py` renders the table and the
+OUT/<arch>-s<seed>.metrics.jsonl (the training curve); `benchmarks/render_docs.py` renders the table and the
 loss plot. With --extend F, each architecture's first-seed run is fine-tuned at F× its context with RoPE θ raised
-F²× (README: "Longer contexts") into WORK/<arch>-s<seed>-x<F>, ready for experiments/longctx.py. Arguments after
+F²× (docs/results/longctx.md) into WORK/<arch>-s<seed>-x<F>, ready for experiments/longctx.py. Arguments after
 `--` go to every `mta train` (the base runs; the extension runs get --extend-set).
 """
 

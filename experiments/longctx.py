@@ -1,5 +1,5 @@
 """The long-context evaluations of the language-model comparison: `mta eval needle` and `mta eval babi` for each
-architecture's checkpoint, into results/longctx/ (the README's "Long contexts" section renders them).
+architecture's checkpoint, into results/longctx/ (docs/results/longctx.md renders them).
 
 Each (model, evaluation) is one `mta eval` process; they run one per visible GPU at a time (round-robin), or one
 after another on a CPU. A result already written is kept unless --force, so an interrupted batch can be rerun.
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} {evaluation}: {status}", flush=True)
             if process.returncode:
                 failed.append(f"{name} {evaluation}")
-    print(f"results in {args.out}; render them into the README with: python benchmarks/render_readme.py")
+    print(f"results in {args.out}; render them into docs/results/longctx.md with: python benchmarks/render_docs.py")
     return 1 if failed else 0
 
 

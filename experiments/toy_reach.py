@@ -2,8 +2,8 @@
 
 The reach of a sample (mta.data.toy.answer_reach) is how many letters the furthest query letter sits from the
 first target letter within the target block. A pre-softmax q–k kernel c_k keys wide scores a key by the query
-letters at most (c_k − 1) // 2 letters away, so the key-window explanation of the N = 8 gap (README, "Reproducing
-Table 1") predicts errors at the reaches above that and few below. This trains, at a CPU-sized setting of N = 8
+letters at most (c_k − 1) // 2 letters away, so the key-window explanation of the N = 8 gap (docs/results/toy.md,
+"the key window's reach") predicts errors at the reaches above that and few below. This trains, at a CPU-sized setting of N = 8
 "first" (6 blocks, D 64, 2 layers, lr 1e-3, 3,000 steps, as the demo shrinks N = 3), a Transformer and MTA with
 each kernel of --kernels, and writes each run's result.json plus its evaluation curve to
 results/toy_reach/<arch>[-k<c_q>x<c_k>]-s<seed>.json, with the final error by reach.

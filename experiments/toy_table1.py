@@ -1,6 +1,6 @@
 """Reproduce the paper's Table 1 (toy task): both architectures × N ∈ {5, 8} × {all, first, last} × 3 seeds.
 
-Every run has the paper's model and protocol (spec §5), with early stopping once the held-out error has been 0
+Every run has the paper's model and protocol (docs/spec.md §5), with early stopping once the held-out error has been 0
 at three consecutive evaluations. The runs of one architecture train together as one stack (`mta toy sweep`,
 mta.train.toy_stack: one process, every kernel shared); each architecture's runs are split into as many stacks
 as there are GPUs per architecture, and the stacks are spread over the visible GPUs. `--max-minutes` caps the

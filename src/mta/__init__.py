@@ -2,7 +2,7 @@
 
 from .ops import mta_attention
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["mta_attention", "__version__"]
 
 

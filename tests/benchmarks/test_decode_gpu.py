@@ -1,5 +1,5 @@
 """benchmarks/decode_gpu.py end to end on a CPU (--quick: tiny presets), its random cache against a real prefill's,
-the time budget, and the README table of its results."""
+the time budget, and the table of its results."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from benchmark_scripts import load_benchmark
 from mta.models import DecodeCache
 
 bench = load_benchmark("decode_gpu")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):

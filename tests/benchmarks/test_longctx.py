@@ -1,4 +1,4 @@
-"""experiments/longctx.py end to end on a CPU (a tiny checkpoint, two samples per setting), then the README's
+"""experiments/longctx.py end to end on a CPU (a tiny checkpoint, two samples per setting), then the results page's
 long-context section and comparison plot rendered from what it wrote."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mta.models.checkpoint import save_checkpoint
 pytest.importorskip("tokenizers")
 
 experiment = load_benchmark("longctx", folder="experiments")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 @pytest.fixture

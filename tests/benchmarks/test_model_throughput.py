@@ -1,4 +1,4 @@
-"""benchmarks/model_throughput.py end to end on a CPU (--quick: tiny presets, 2 steps) and the README table of its
+"""benchmarks/model_throughput.py end to end on a CPU (--quick: tiny presets, 2 steps) and the table of its
 results on a synthetic GPU-like results dict: ratios to the Transformer, the paper's Table 9 and the targets."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from benchmark_scripts import load_benchmark
 
 bench = load_benchmark("model_throughput")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_trainer_optimizer_settings():

@@ -1,4 +1,4 @@
-"""benchmarks/op_speed_gpu.py end to end on a CPU (--quick), its plan and time budget, and the README rendering
+"""benchmarks/op_speed_gpu.py end to end on a CPU (--quick), its plan and time budget, and the rendering
 of its results: the issue's targets (ratios, met / missed), the tables and the plot."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from benchmark_scripts import load_benchmark
 
 bench = load_benchmark("op_speed_gpu")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path, one_thread):
@@ -127,9 +127,8 @@ def test_rendered_tables_and_plot(tmp_path):
     assert "| A reference | 900 ms (90×) | — |" in text
     assert "| C triton | 400 MiB (4×) |  |" in text  # peak memory table
     assert "TFLOP/s, d = 128 (FlashAttention's count" in text and "| A triton | — | — |" in text
-    assert "benchmarks/results/op_speed_gpu.json; plot: benchmarks/results/op_speed_gpu.png." in text
-    earlier = render.op_speed_gpu(results, "op_speed_gpu_first.json")
-    assert "benchmarks/results/op_speed_gpu_first.json." in earlier and "plot:" not in earlier
+    assert "reasons: results/perf/op_speed_gpu.json." in text
+    assert "](../../results/perf/op_speed_gpu.png)" in text
     render.op_speed_gpu_plot(results, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").stat().st_size > 0
 
@@ -155,14 +154,6 @@ def test_rendered_tap_rows_sweep():
     text = render.map_tap_rows_sweep(results)
     assert "| 2 | 30.0 ms | 130.0 ms | 160.0 ms (40.0×) |" in text and "| 8 | 30.0 ms | 130.0 ms | 200.0 ms (50.0×) |" in text
     assert "× SDPA default's 4.00 ms" in text and "commit 000000000000" in text
-
-
-def test_rendered_partial_rerun():
-    text = render.op_speed_gpu_run(synthetic_results(), "op_speed_rerun.json")
-    assert "Rows: benchmarks/results/op_speed_rerun.json." in text
-    assert "| A triton | 50.0 ms (5×) | 100 ms (5×) |" in text and "| B triton | 200 ms (20×) | 100 ms (5×) |" in text
-    assert "| B triton | 400 MiB (4×) | 700 MiB (3.5×) |" in text and "commit 000000000000" in text
-    assert text.count("| missed |") == 4  # the targets come first
 
 
 def test_tflops_table_reads_each_row_and_marks_the_missing():

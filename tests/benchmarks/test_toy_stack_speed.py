@@ -7,7 +7,7 @@ import json
 from benchmark_scripts import load_benchmark
 
 bench = load_benchmark("toy_stack_speed")
-render = load_benchmark("render_readme")
+render = load_benchmark("render_docs")
 
 
 def test_quick_cpu_run_times_eager_and_compiled_stacks(tmp_path, one_thread):

@@ -5,12 +5,20 @@ import json
 
 import pytest
 
+import mta
 from mta.cli import build_parser, main
 from mta.cli.demo import DEMO
 from mta.data import toy
 
 TINY = ["--n-block", "3", "--num-blocks", "3", "--steps", "4", "--batch-size", "4", "--warmup", "2",
         "--eval-every", "2", "--eval-samples", "4", "--dim", "16", "--layers", "1", "--no-progress"]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"mta {mta.__version__}\n"
 
 
 def test_toy_train_defaults_are_the_papers():
@@ -81,10 +89,10 @@ def test_backends_command(capsys):
 
 
 def test_the_committed_demo_run_renders():
-    """results/toy_demo holds what `mta demo --out results/toy_demo` wrote; render_readme reads both runs."""
+    """results/toy_demo holds what `mta demo --out results/toy_demo` wrote; render_docs reads both runs."""
     from benchmark_scripts import load_benchmark
 
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
     load, make_table = render.TABLES["toy_demo"]
     runs = load()
     assert sorted(run["arch"] for run in runs) == ["mta", "transformer"]

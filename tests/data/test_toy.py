@@ -1,4 +1,4 @@
-"""The toy-task generator and its CLI (shared/mta-spec.md §5)."""
+"""The toy-task generator and its CLI (docs/spec.md §5)."""
 
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Perplexity per domain (the paper's Table 2, shared/mta-spec.md §4): windows, the numbers against a direct
+"""Perplexity per domain (the paper's Table 2, docs/spec.md §4): windows, the numbers against a direct
 computation, rank shares, dataset errors and `mta eval ppl`."""
 
 import json

@@ -1,4 +1,4 @@
-"""Toy-task evaluation: the sequence layout, the loss mask and the error metrics (shared/mta-spec.md §5)."""
+"""Toy-task evaluation: the sequence layout, the loss mask and the error metrics (docs/spec.md §5)."""
 
 import pytest
 import torch

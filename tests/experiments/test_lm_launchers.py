@@ -39,7 +39,7 @@ def test_runs_are_trained_scored_extended_and_rendered(tmp_path, monkeypatch):
     assert extended["train"]["seq_len"] == 64 and extended["model"]["max_seq_len"] == 256
     assert extended["model"]["rope_theta"] == 4e5 and extended["model"]["dim"] == 32
 
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
     monkeypatch.setattr(render, "LM_DIR", tmp_path / "out")
     runs = render.load_lm_runs()
     assert [(r["arch"], r["seed"]) for r in runs] == [("transformer", 3), ("mta", 3)]
@@ -77,7 +77,7 @@ def test_scaling_runs_each_world_size_with_the_same_global_batch(tmp_path, monke
         assert run["val_mean_ppl"] > 1
     assert runs[1]["speedup"] == 1.0 and runs[2]["efficiency"] == pytest.approx(runs[2]["speedup"] / 2)
 
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
     table = render.lm_scaling(results).splitlines()
     assert table[2].startswith("| 1 | none | 4 |") and table[3].startswith("| 2 | ddp | 2 |")
     render.lm_scaling_plot(results, tmp_path / "scaling.png")

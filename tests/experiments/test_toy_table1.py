@@ -75,25 +75,10 @@ def test_every_run_writes_its_results_file(tmp_path):
     assert [point["step"] for point in result["curve"]] == [2, 4]
 
 
-def test_capped_runs_render_per_seed():
-    """render_readme's toy_trial: one cell per setting with every seed's error at its step, gaps as —."""
-    render = load_benchmark("render_readme")
-    environment = {"device": "NVIDIA H200", "cpu_threads": 16, "torch": "2.11.0", "triton": "3.6.0",
-                   "python": "3.12.3", "commit": "0" * 40, "date": "2026-12-02T00:00:00+00:00"}
-    config = {"lr": 1e-4, "warmup": 1000, "eval_every": 500, "eval_samples": 1000, "compile": "default"}
-    runs = [{"arch": "mta", "n_block": 5, "variant": "first", "seed": seed, "steps": 3348, "stopped": "time_limit",
-             "final_sequence_error_pct": error, "train_config": config, "environment": environment}
-            for seed, error in ((43, 80.7), (42, 80.1))]
-    lines = render.toy_trial(runs).splitlines()
-    assert lines[2] == "| MTA | — | 80.1 / 80.7 | — | — | — | — |"  # seeds in order; no Transformer row
-    assert not any(line.startswith("| Transformer") for line in lines)
-    assert "seed (42, 43) at step 3,348" in lines[4] and "evaluation every 500 steps" in lines[4]
-
-
 def test_table1_renders_mean_std_steps_and_every_batch_provenance():
-    """render_readme's toy_table1: mean ± std over seeds, steps with their stop and resume marks, and the commits
+    """render_docs's toy_table1: mean ± std over seeds, steps with their stop and resume marks, and the commits
     and dates of every batch the runs came from."""
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
 
     def run(variant, seed, error, steps, stopped, commit, date, resumed_at=()):
         environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": commit * 40, "date": date}
@@ -111,9 +96,9 @@ def test_table1_renders_mean_std_steps_and_every_batch_provenance():
 
 
 def test_kernel_ablation_sits_beside_the_table1_run_of_its_setting_and_seed():
-    """render_readme's toy_kernel_ablation: each wider-kernel run under the Table 1 run of the same setting and seed
+    """render_docs's toy_kernel_ablation: each wider-kernel run under the Table 1 run of the same setting and seed
     (none for a seed Table 1 lacks), with its steps' marks and its error per target letter where recorded."""
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
 
     def run(variant, seed, kernel, error, steps, stopped, positions=None):
         environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": "c" * 40, "date": "2026-12-03T07:00"}
@@ -198,9 +183,9 @@ def test_runs_with_a_state_go_first(tmp_path):
 
 
 def test_reach_table_has_a_row_per_run_and_a_column_per_reach():
-    """render_readme's toy_reach_table: each run's steps and final error at every reach any run has, "—" where it
+    """render_docs's toy_reach_table: each run's steps and final error at every reach any run has, "—" where it
     has none, runs in Table 1's order and the spec's kernel before a wider one."""
-    render = load_benchmark("render_readme")
+    render = load_benchmark("render_docs")
 
     def run(arch, seed, kernel, by_reach, steps=3000, stopped="max_steps"):
         environment = {"device": "NVIDIA H200", "torch": "2.11.0", "commit": "d" * 40, "date": "2026-12-04T07:00"}

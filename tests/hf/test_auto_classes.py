@@ -6,7 +6,7 @@ import pytest
 from mta.models.hf_support import transformers_supported
 
 if not transformers_supported():
-    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+    pytest.skip("needs transformers 5.x (pip install 'multi-token-attention[hf]')", allow_module_level=True)
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
@@ -124,4 +124,4 @@ except ImportError as error:
     print(error)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert "pip install 'mta[hf]'" in result.stdout
+    assert "pip install 'multi-token-attention[hf]'" in result.stdout

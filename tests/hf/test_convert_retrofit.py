@@ -6,7 +6,7 @@ import pytest
 from mta.models.hf_support import transformers_supported
 
 if not transformers_supported():
-    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+    pytest.skip("needs transformers 5.x (pip install 'multi-token-attention[hf]')", allow_module_level=True)
 
 import json  # noqa: E402
 

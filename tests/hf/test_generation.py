@@ -1,5 +1,5 @@
-"""model.generate with the MTACache (spec §6): cached == recomputing the whole sequence (use_cache=False), for every
-option of the op and every family, greedy and sampling, batches with left padding == each prompt alone, prompts
+"""model.generate with the MTACache (docs/spec.md §6): cached == recomputing the whole sequence (use_cache=False),
+for every option of the op and every family, greedy and sampling, batches with left padding == each prompt alone, prompts
 longer than the kernels; the cache really is used (one token per forward after the prompt)."""
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from mta.models.hf_support import transformers_supported
 
 if not transformers_supported():
-    pytest.skip("needs transformers 5.x (pip install 'mta[hf]')", allow_module_level=True)
+    pytest.skip("needs transformers 5.x (pip install 'multi-token-attention[hf]')", allow_module_level=True)
 
 import torch  # noqa: E402
 

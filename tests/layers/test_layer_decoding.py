@@ -1,4 +1,4 @@
-"""Every attention kind with left padding and an AttentionState cache (spec §6): a padded row computes what its
+"""Every attention kind with left padding and an AttentionState cache (docs/spec.md §6): a padded row computes what its
 tokens compute alone, and prefill + steps of one or more tokens compute the layer's full-sequence output."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""MultiTokenAttention and talking heads against plain attention and a manual spec §1–§2 computation."""
+"""MultiTokenAttention and talking heads against plain attention and a manual docs/spec.md §1–§2 computation."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""DecoderLM with a DecodeCache and left padding (spec §6): prefill + steps give the full forward's logits, a
+"""DecoderLM with a DecodeCache and left padding (docs/spec.md §6): prefill + steps give the full forward's logits, a
 padded row gives its tokens' logits alone, and bad arguments are named."""
 
 import pytest

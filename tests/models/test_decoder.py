@@ -1,4 +1,4 @@
-"""DecoderLM: every family trains on CPU, is causal, and has the paper's parameter counts (spec §3)."""
+"""DecoderLM: every family trains on CPU, is causal, and has the paper's parameter counts (docs/spec.md §3)."""
 
 import pytest
 import torch

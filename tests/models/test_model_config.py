@@ -1,4 +1,4 @@
-"""ModelConfig validation, per-layer attention configs and the named presets (spec §3, §5)."""
+"""ModelConfig validation, per-layer attention configs and the named presets (docs/spec.md §3, §5)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""mta_attention_step (incremental decoding, spec §6) against the full reference map: every option, every
+"""mta_attention_step (incremental decoding, docs/spec.md §6) against the full reference map: every option, every
 position, steps of several sizes, grouped-query heads, c_q = 1, c_k = 1, kernels taller than the sequence so far,
 and left padding (a padded row computes what its tokens compute unpadded)."""
 

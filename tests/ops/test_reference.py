@@ -1,4 +1,4 @@
-"""The reference op against the spec's formula, and the properties of spec §1."""
+"""The reference op against the spec's formula, and the properties of docs/spec.md §1."""
 
 import itertools
 

@@ -1,5 +1,5 @@
 """The language-model trainer on CPU at tiny size: batches, the run directory, checkpoints, exact resume (also
-after SIGKILL), a 2-process DDP run under torchrun (shared/mta-spec.md §3) and fine-tuning from another run's
+after SIGKILL), a 2-process DDP run under torchrun (docs/spec.md §3) and fine-tuning from another run's
 weights (init_from: context extension with RoPE θ and the context length raised)."""
 
 import json

@@ -1,4 +1,4 @@
-"""The language-model training config: the paper's defaults (shared/mta-spec.md §3), `--set key=value` parsing,
+"""The language-model training config: the paper's defaults (docs/spec.md §3), `--set key=value` parsing,
 and errors that name the key before anything is computed."""
 
 import pytest

@@ -1,5 +1,4 @@
-"""The toy-task trainer on CPU: its run directory, early stopping, Ctrl-C and SIGTERM handling (shared/mta-spec.md
-§5)."""
+"""The toy-task trainer on CPU: its run directory, early stopping, Ctrl-C and SIGTERM handling (docs/spec.md §5)."""
 
 import json
 import os

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mta import __version__
+
 from . import backends, data, demo, hf, info, toy, train
 from . import eval as eval_command
 
@@ -14,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mta", description="Multi-Token Attention (arXiv 2504.00927): exact, memory-efficient, in PyTorch."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     info.register(subparsers)
     demo.register(subparsers)

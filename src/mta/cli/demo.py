@@ -1,6 +1,6 @@
 """`mta demo`: the paper's toy task, small enough for a 2-core CPU, trained with both architectures.
 
-The task (shared/mta-spec.md §5) asks for the block that holds every query letter. A Transformer's attention
+The task (docs/spec.md §5) asks for the block that holds every query letter. A Transformer's attention
 weight depends on one query and one key, so it cannot point at "the block with both letters" in one step;
 MTA's 2×9 pre-softmax convolution combines the scores of neighbouring queries and keys, so it can. The demo
 trains a Transformer and an MTA model with the same budget, data and seed and prints their held-out errors.
@@ -20,7 +20,7 @@ from .toy import add_train_arguments, train_config_from_args
 
 # The paper's "first" variant (its Table 1 at N = 5: Transformer 78% error, MTA 0%), shrunk for a CPU: 8 blocks of
 # 3 letters (36 tokens), D 64, 2 layers, lr 1e-3 after 100 warmup steps, 2000 steps; 2 heads, attention dropout 0.1
-# and the 2×9 kernel as in the paper. `mta demo --out results/toy_demo` on a 2-core CPU wrote the README's table.
+# and the 2×9 kernel as in the paper. `mta demo --out results/toy_demo` on a 2-core CPU wrote the table of docs/results/toy.md.
 # Naming one of the query letters at random is right with probability 1/N (67% error here).
 DEMO = ToyTrainConfig(
     variant="first",
@@ -50,8 +50,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     configs = [train_config_from_args(args, arch) for arch in ("transformer", "mta")]
     example = toy.generate(args.n_block, args.n_query, args.variant, 1, args.seed, configs[0].num_blocks)[0]
-    print(f"toy task (spec §5): {configs[0].num_blocks} blocks of {args.n_block} letters, {args.n_query} query "
-          f"letters, label '{args.variant}'\n  example: src {example['src']!r} -> tgt {example['tgt']!r}")
+    print(f"toy task (docs/spec.md §5): {configs[0].num_blocks} blocks of {args.n_block} letters, "
+          f"{args.n_query} query letters, label '{args.variant}'\n  example: src {example['src']!r} -> tgt {example['tgt']!r}")
     print(f"training each model for at most {args.steps} steps on {resolve_device(args.device)} "
           f"(stops early once solved)")
     with tempfile.TemporaryDirectory(prefix="mta-demo-") as scratch:

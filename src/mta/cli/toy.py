@@ -1,4 +1,4 @@
-"""`mta toy generate | train | sweep | eval`: the toy task of the paper's Table 1 (shared/mta-spec.md §5)."""
+"""`mta toy generate | train | sweep | eval`: the toy task of the paper's Table 1 (docs/spec.md §5)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainC
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `toy` command to ``subparsers``; return its parser (sub-commands hang off ``toy_command``)."""
-    parser = subparsers.add_parser("toy", help="toy task of the paper's Table 1 (spec §5)")
+    parser = subparsers.add_parser("toy", help="toy task of the paper's Table 1 (docs/spec.md §5)")
     toy_sub = parser.add_subparsers(dest="toy_command", required=True)
     _register_generate(toy_sub)
     _register_train(toy_sub)

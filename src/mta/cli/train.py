@@ -1,4 +1,4 @@
-"""`mta train`: train a language model with the paper's recipe (shared/mta-spec.md §3).
+"""`mta train`: train a language model with the paper's recipe (docs/spec.md §3).
 
 The same command runs on one device or many: `torchrun --nproc-per-node K -m mta.train --preset ... --data ...
 --out ...` (FSDP2 on GPUs, DDP with `--parallel ddp` or on CPUs).

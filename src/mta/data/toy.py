@@ -1,4 +1,4 @@
-"""The toy task of the paper's Table 1: find the block that holds all query letters (shared/mta-spec.md §5).
+"""The toy task of the paper's Table 1: find the block that holds all query letters (docs/spec.md §5).
 
 A sample's source is ``num_blocks`` blocks of ``n_block`` distinct letters joined by '.', then '#', then
 ``n_query`` query letters. Exactly one block (the target) holds every query letter; the label is that whole

@@ -1,4 +1,4 @@
-"""The toy task (shared/mta-spec.md §5) drawn as token tensors, a whole batch at once, on any device.
+"""The toy task (docs/spec.md §5) drawn as token tensors, a whole batch at once, on any device.
 
 `mta.data.toy` draws one sample at a time in Python (≈ 0.3 ms each), which starves a GPU: a batch of 64 costs
 more than a training step of the paper's toy model. This module draws the same distribution with tensor

@@ -115,7 +115,7 @@ def evaluate_needle(model: torch.nn.Module, background: Background, needles=DEFA
     """
     if max_seq_len is not None and max(lengths) > max_seq_len:
         raise ValueError(f"lengths: got {max(lengths)}, longer than the model's max_seq_len={max_seq_len}; use "
-                         "shorter contexts or extend the model's (README: longer contexts)")
+                         "shorter contexts or extend the model's (docs/results/longctx.md)")
     pool = value_pool(background, values)
     for k in needles:
         for length in lengths:

@@ -10,7 +10,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install matplotlib (or 'mta[dev]')") from None
+        raise ImportError("plots need matplotlib: pip install matplotlib (or 'multi-token-attention[dev]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,4 +1,4 @@
-"""Perplexity per domain on packed token shards, and their mean (the paper's Table 2, shared/mta-spec.md §4).
+"""Perplexity per domain on packed token shards, and their mean (the paper's Table 2, docs/spec.md §4).
 
 A domain's token stream is cut into windows of seq_len + 1 tokens that start every seq_len tokens, so
 consecutive windows share one token and every token after the first is predicted exactly once, from at most

@@ -1,4 +1,4 @@
-"""Toy-task error under teacher forcing (shared/mta-spec.md §5), shared by `mta toy train` and `mta toy eval`.
+"""Toy-task error under teacher forcing (docs/spec.md §5), shared by `mta toy train` and `mta toy eval`.
 
 A sample becomes the token sequence BOS + src + tgt + EOS (character ids of mta.data.toy). The model reads
 every token but the last and is scored where the next token is a target character or EOS:

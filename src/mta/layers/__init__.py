@@ -1,4 +1,4 @@
-"""Attention layers built on `mta.ops.mta_attention` (shared/mta-spec.md §2) and the paper's baselines (§3)."""
+"""Attention layers built on `mta.ops.mta_attention` (docs/spec.md §2) and the paper's baselines (§3)."""
 
 from .attention import MultiTokenAttention, SoftmaxAttention, TalkingHeadsAttention
 from .config import MTA_OPTIONS, AttentionConfig, lambda_init

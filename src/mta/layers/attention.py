@@ -1,9 +1,9 @@
-"""Causal self-attention layers: softmax (SDPA), Multi-Token Attention and talking heads (shared/mta-spec.md §2).
+"""Causal self-attention layers: softmax (SDPA), Multi-Token Attention and talking heads (docs/spec.md §2).
 
 Every layer maps x [B, N, D] to [B, N, D] through bias-free projections wq (D→H·d), wk, wv (D→H_kv·d) and
 wo (H·d→D), with RoPE on queries and keys; `position_offset` is the position of x's first token.
 
-Generation (spec §6): `forward(x, start=..., state=...)` takes left-padded batches and an `AttentionState`
+Generation (docs/spec.md §6): `forward(x, start=..., state=...)` takes left-padded batches and an `AttentionState`
 cache. Each kind supplies three parts: `attend` (causal attention over a whole sequence, any backend),
 `attend_step` (the rows of new positions from the cache) and `finish` (per-token output steps and wo).
 """
@@ -94,7 +94,7 @@ class ProjectedAttention(nn.Module):
 
         start: [B] long, the index of row b's first real token counted from the first position of the sequence
             (cached ones included); x[b, :start[b]] is left padding. Padding positions lie outside the sequence
-            (spec §1's "outside [0, N)": no logits, weights or values of theirs reach a real token) and RoPE
+            (docs/spec.md §1's "outside [0, N)": no logits, weights or values of theirs reach a real token) and RoPE
             counts positions from start[b], so a padded row computes what its tokens compute unpadded. Padding
             positions' own outputs are wo(0) = 0. None: no padding.
         state: decoding cache. Empty: x is the prompt; the state is filled from it. Otherwise x holds the N
@@ -182,7 +182,7 @@ class SoftmaxAttention(ProjectedAttention):
 
 
 class MultiTokenAttention(ProjectedAttention):
-    """Multi-Token Attention (arXiv 2504.00927), the layer of spec §2 around the op of spec §1.
+    """Multi-Token Attention (arXiv 2504.00927), the layer of docs/spec.md §2 around the op of docs/spec.md §1.
 
     Parameters beyond the projections, each present only when its option is on:
       kernel_pre, kernel_post: [H, c_q, c_k] q–k convolutions, identity-initialised (θ[h, c_q-1, (c_k-1)/2] = 1).
@@ -262,7 +262,7 @@ class MultiTokenAttention(ProjectedAttention):
 
 
 class TalkingHeadsAttention(MultiTokenAttention):
-    """Talking-heads attention (Shazeer et al. 2020, arXiv 2003.02436) as the MTA paper's baseline (spec §3).
+    """Talking-heads attention (Shazeer et al. 2020, arXiv 2003.02436) as the MTA paper's baseline (docs/spec.md §3).
 
     Full H×H head mixing before and after softmax (one group), no convolution, no norm, no gate: 2·H² parameters
     beyond the projections. `config` must set no MTA option; the mixing is implied by the kind.

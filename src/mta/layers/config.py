@@ -1,4 +1,4 @@
-"""The configuration of one attention layer (shared/mta-spec.md §2) and the depth schedule λ(l)."""
+"""The configuration of one attention layer (docs/spec.md §2) and the depth schedule λ(l)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ MTA_OPTIONS = ("pre_kernel", "post_kernel", "pre_mix_group", "post_mix_group", "
 
 
 def lambda_init(layer_index: int) -> float:
-    """λ(l) = 0.8 - 0.6·exp(-0.3·l) for the 0-based layer l (DIFF Transformer; MTA's depth scaling, spec §2)."""
+    """λ(l) = 0.8 - 0.6·exp(-0.3·l) for the 0-based layer l (DIFF Transformer; MTA's depth scaling,
+    docs/spec.md §2)."""
     return 0.8 - 0.6 * math.exp(-0.3 * layer_index)
 
 
@@ -24,7 +25,7 @@ class AttentionConfig:
     head_dim: d, default D // H; must be even (RoPE rotates channel pairs).
     rope_theta: RoPE base (1e5 in the paper). dropout: dropout on the attention weights, training only.
     backend: the `mta.ops.mta_attention` backend.
-    MTA options (spec §1–§2; kind "mta" only):
+    MTA options (docs/spec.md §1–§2; kind "mta" only):
       pre_kernel / post_kernel: (c_q, c_k) of the q–k convolution before / after softmax; c_k odd; None = off.
       pre_mix_group / post_mix_group: heads per mixing group c (G = H / c groups); H = full mixing; None = off.
       group_norm: RMSNorm over d per (token, head) with one learnable d-vector shared by the heads.

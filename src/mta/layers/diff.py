@@ -1,4 +1,4 @@
-"""Differential attention (DIFF Transformer, Ye et al., arXiv 2410.05258), the MTA paper's baseline (spec §3).
+"""Differential attention (DIFF Transformer, Ye et al., arXiv 2410.05258), the MTA paper's baseline (docs/spec.md §3).
 
 Head layout, chosen so that the paper's parameter counts come out exactly (880M: +576 parameters per layer
 over the Transformer): with H = n_heads and d = head_dim = D/H from the config, DIFF has H/2 heads. Each head i

@@ -1,4 +1,4 @@
-"""Attention by name: the four kinds the paper compares (shared/mta-spec.md §3)."""
+"""Attention by name: the four kinds the paper compares (docs/spec.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RMSNorm (Zhang & Sennrich 2019), the normalisation of the Llama-style decoder (shared/mta-spec.md §2, §3)."""
+"""RMSNorm (Zhang & Sennrich 2019), the normalisation of the Llama-style decoder (docs/spec.md §2, §3)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Convention: *interleaved* pairs. Channels (2i, 2i+1) of a head form one complex number that is rotated by the
 angle p·θ^(-2i/d) at position p. This is the layout of Meta's Llama reference code and of lingua, on which the
-official MTA code is built (shared/mta-spec.md §2); Hugging Face's Llama uses "rotate half" instead, which is the
+official MTA code is built (docs/spec.md §2); Hugging Face's Llama uses "rotate half" instead, which is the
 same function after permuting the q/k projection rows.
 """
 

@@ -1,4 +1,4 @@
-"""What one attention layer keeps between decoding steps (shared/mta-spec.md §6)."""
+"""What one attention layer keeps between decoding steps (docs/spec.md §6)."""
 
 from __future__ import annotations
 

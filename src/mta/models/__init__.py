@@ -1,4 +1,4 @@
-"""Models built on mta.layers: configs, named presets and the Llama-style decoder (shared/mta-spec.md §3)."""
+"""Models built on mta.layers: configs, named presets and the Llama-style decoder (docs/spec.md §3)."""
 
 from .cache import DecodeCache
 from .config import ModelConfig, default_ffn_hidden

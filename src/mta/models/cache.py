@@ -1,4 +1,4 @@
-"""The decoding cache of a DecoderLM (shared/mta-spec.md §6): one AttentionState per layer, and the batch's
+"""The decoding cache of a DecoderLM (docs/spec.md §6): one AttentionState per layer, and the batch's
 left padding."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The configuration of a Llama-style decoder and of its attention in each layer (shared/mta-spec.md §3)."""
+"""The configuration of a Llama-style decoder and of its attention in each layer (docs/spec.md §3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mta.layers import ATTENTION_KINDS, MTA_OPTIONS, AttentionConfig
 
 
 def default_ffn_hidden(dim: int) -> int:
-    """SwiGLU hidden width 256·ceil(8D/3/256) (spec §3)."""
+    """SwiGLU hidden width 256·ceil(8D/3/256) (docs/spec.md §3)."""
     return 256 * math.ceil(8 * dim / 3 / 256)
 
 

@@ -5,7 +5,7 @@
 families of the paper (attention_type "mta", "transformer", "talking_heads", "diff") share the config.
 
 MTAForCausalLM wraps `mta.models.DecoderLM` (state-dict names prefixed "model."), so the weights, the
-numerics and the op backends are the training pipeline's. Generation (spec §6) keeps an `MTACache`: per layer
+numerics and the op backends are the training pipeline's. Generation (docs/spec.md §6) keeps an `MTACache`: per layer
 the keys and values and, for MTA, the last c_q - 1 queries and post-softmax conv rows, so a new token costs
 O(c_q · N) attention work. Batches must be left-padded (attention_mask: zeros, then ones, in each row): padding
 positions lie outside the sequence, for the convolutions too, and RoPE counts positions from each row's first
@@ -21,7 +21,8 @@ from pathlib import Path
 from .hf_support import transformers_supported
 
 if not transformers_supported():
-    raise ImportError("mta.models.hf needs transformers 5.x (>=5.0,<6); install it with: pip install 'mta[hf]'")
+    raise ImportError("mta.models.hf needs transformers 5.x (>=5.0,<6); install it with: "
+                      "pip install 'multi-token-attention[hf]'")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -83,7 +84,7 @@ CACHE_NAME = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMO
 
 
 class MTAConfig(PreTrainedConfig):
-    """A Llama-style decoder with Multi-Token Attention or one of the paper's baselines (spec §3).
+    """A Llama-style decoder with Multi-Token Attention or one of the paper's baselines (docs/spec.md §3).
 
     Llama's names for the shared fields: vocab_size, hidden_size (D), num_hidden_layers, num_attention_heads (H),
     num_key_value_heads (grouped-query, default H), intermediate_size (SwiGLU width, default 256·ceil(8D/3/256)),
@@ -208,7 +209,7 @@ class MTACache(Cache):
 
 
 class MTAForCausalLM(PreTrainedModel, GenerationMixin):
-    """A causal language model on `mta.models.DecoderLM` (at `.model`), with `generate` (spec §6).
+    """A causal language model on `mta.models.DecoderLM` (at `.model`), with `generate` (docs/spec.md §6).
 
     Weights are initialised by DecoderLM's constructor, the training pipeline's scheme (transformers' own
     per-module initialisation is not used); `from_pretrained` therefore requires every weight in the checkpoint

@@ -1,4 +1,4 @@
-"""A Llama-style decoder-only language model with a choice of attention (shared/mta-spec.md §3).
+"""A Llama-style decoder-only language model with a choice of attention (docs/spec.md §3).
 
     tokens [B, N] → embedding → n_layers × Block → RMSNorm → output head (tied: the embedding) → logits [B, N, V]
     Block: h = x + attention(RMSNorm(x)); out = h + SwiGLU(RMSNorm(h))
@@ -117,7 +117,7 @@ class DecoderLM(nn.Module):
             least one real token per row): padding lies outside the sequence and RoPE positions count from the
             first real token, so each row computes what its tokens compute unpadded (mta.layers attention
             forward). With a cache, given with the prompt only (later calls may repeat it).
-        cache: a DecodeCache (generation, spec §6). Empty: tokens are the prompt, and the cache is filled from
+        cache: a DecodeCache (generation, docs/spec.md §6). Empty: tokens are the prompt, and the cache is filled from
             it. Otherwise tokens are the positions after the cached ones, and the cache is extended by them.
         """
         if tokens.dim() != 2:

@@ -1,12 +1,13 @@
-"""Named model configurations: the paper's sizes and families (shared/mta-spec.md §3), its toy models (§5) and
+"""Named model configurations: the paper's sizes and families (docs/spec.md §3), its toy models (§5) and
 tiny ones for tests and CPU demos.
 
 Names are "<size>-<family>", family in {transformer, diff, talking_heads, mta}:
-  300M / 550M / 880M / 1B  spec §3, vocabulary 128256 (Llama 3's tokenizer, as the official runs), sequence 2048.
+  300M / 550M / 880M / 1B  docs/spec.md §3, vocabulary 128256 (Llama 3's tokenizer, as the official runs),
+                           sequence 2048.
   small                    D 512, 8 layers, 8 heads, sequence 1024, vocabulary 8192 (`mta data prepare`'s default):
                            ≈ 31M parameters, for the small-scale comparison (q–k convolutions in layers 2 and 6).
   tiny                     D 64, 4 layers, 4 heads, vocabulary 256, sequence 128, q–k convolutions in layer 2.
-  toy (transformer, mta)   spec §5: D 256, 4 layers, 2 heads, attention dropout 0.1, the 31-token character
+  toy (transformer, mta)   docs/spec.md §5: D 256, 4 layers, 2 heads, attention dropout 0.1, the 31-token character
                            vocabulary of mta.data.toy; the MTA variant has a 2×9 pre-softmax convolution in every
                            layer and nothing else.
 `get_preset(name, **overrides)` builds the ModelConfig; derived defaults (ffn_hidden) follow the overrides.
@@ -44,7 +45,7 @@ _QK_CONV_LAYERS = {
 
 
 def _family(family: str, size: str) -> dict[str, Any]:
-    """The attention fields of `family` at `size` (spec §3)."""
+    """The attention fields of `family` at `size` (docs/spec.md §3)."""
     if family != "mta":
         return dict(attention=family)
     heads = _SIZES[size]["n_heads"]

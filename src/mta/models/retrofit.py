@@ -2,7 +2,7 @@
 
 The Llama weights are copied into an MTAForCausalLM whose q–k kernels and head mixers start at the identity, so
 with group norm and gate off (the default) the converted model computes the Llama's function: its logits equal
-the original's up to floating-point rounding (spec §1: identity kernels and mixers are softmax attention).
+the original's up to floating-point rounding (docs/spec.md §1: identity kernels and mixers are softmax attention).
 Continued training then teaches the kernels to be more than the identity.
 
 The layouts differ in one place: Llama's RoPE rotates channel pairs (i, i + d/2) of a head ("rotate half"),

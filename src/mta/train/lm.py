@@ -1,4 +1,4 @@
-"""Language-model training with the paper's recipe (shared/mta-spec.md §3), from one CPU process to FSDP2 on GPUs.
+"""Language-model training with the paper's recipe (docs/spec.md §3), from one CPU process to FSDP2 on GPUs.
 
     train_lm(LMTrainConfig(...), out_dir, resume=False)      # or: torchrun --nproc-per-node K -m mta.train ...
 

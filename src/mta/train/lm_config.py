@@ -1,4 +1,4 @@
-"""The configuration of a language-model training run, with the paper's recipe as defaults (shared/mta-spec.md §3).
+"""The configuration of a language-model training run, with the paper's recipe as defaults (docs/spec.md §3).
 
 `LMTrainConfig.from_overrides(preset, data, ["key=value", ...])` is what `mta train --set key=value` builds:
 values are JSON when they parse as JSON (numbers, true/false, null, lists, objects) and strings otherwise;
@@ -43,7 +43,7 @@ class LMTrainConfig:
     Fine-tuning: init_from, a checkpoint or `mta train` run directory (its newest checkpoint) whose weights start
     this run, with a fresh optimiser and schedule at step 0. Its ModelConfig must equal this run's except for
     mta.train.checkpoint_state.INIT_CHANGES (RoPE θ, max_seq_len, dropout, backend): e.g. context extension with
-    model.rope_theta, model.max_seq_len and seq_len raised (README: "Longer contexts").
+    model.rope_theta, model.max_seq_len and seq_len raised (docs/results/longctx.md).
     """
 
     preset: str

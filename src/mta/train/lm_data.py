@@ -1,7 +1,7 @@
 """Training windows drawn from the train split of every domain, a pure function of (seed, step, micro, rank).
 
 Because a batch depends on nothing but those four numbers, a resumed run draws exactly the batches the
-uninterrupted run would have drawn from its step on; no data-loader state needs saving (shared/mta-spec.md §3).
+uninterrupted run would have drawn from its step on; no data-loader state needs saving (docs/spec.md §3).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Learning-rate schedules as multipliers of the base rate, for `torch.optim.lr_scheduler.LambdaLR`.
 
-Toy task (shared/mta-spec.md §5): linear warmup, then constant. Language models (§3): linear warmup, then linear
+Toy task (docs/spec.md §5): linear warmup, then constant. Language models (§3): linear warmup, then linear
 decay to 0 at the last step.
 """
 

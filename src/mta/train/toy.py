@@ -1,4 +1,4 @@
-"""Training on the toy task of the paper's Table 1 (shared/mta-spec.md §5).
+"""Training on the toy task of the paper's Table 1 (docs/spec.md §5).
 
 The defaults are the paper's: presets toy-transformer / toy-mta, AdamW lr 1e-4, β = (0.9, 0.98), weight decay 0,
 1000 warmup steps then constant, batch 64, up to 100k steps. Training samples are drawn fresh from an endless
@@ -118,7 +118,7 @@ class ToyTrainConfig:
 
     def _warn_if_kernel_misses_blocks(self) -> None:
         """Warn when the centred key window (c_k wide) cannot cover a whole block from its first or last letter,
-        i.e. c_k < 2·n_block − 1: with 2×9 at N = 8, MTA failed the task (README, "Why MTA misses N = 8")."""
+        i.e. c_k < 2·n_block − 1: with 2×9 at N = 8, MTA failed the task (docs/results/toy.md, "the key window's reach")."""
         kernel = self.model_config().pre_kernel
         reach = 2 * self.n_block - 1
         if kernel is not None and kernel[1] < reach:

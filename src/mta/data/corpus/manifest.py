@@ -146,7 +146,7 @@ def tokenizers():
     try:
         import tokenizers
     except ImportError:
-        raise ImportError("the `tokenizers` package is needed: pip install 'mta[train]'") from None
+        raise ImportError("the `tokenizers` package is needed: pip install 'multi-token-attention[train]'") from None
     return tokenizers
 
 

@@ -1,10 +1,10 @@
-"""Render the README's result tables (and the plots beside them) from the committed results files.
+"""Render the results pages (docs/results/*.md), the README's headline tables and the plots beside them from the
+committed results files under results/.
 
-Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` in one of DOCUMENTS (README.md, or
-docs/triton-log.md for the Triton backend's earlier measurements) and is rewritten in place; a table whose results
-file is missing is left as it is.
+Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` in one or more of DOCUMENTS and is rewritten
+in place; a table whose results file is missing is left as it is.
 
-    python benchmarks/render_readme.py
+    python benchmarks/render_docs.py
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-DOCUMENTS = (README, ROOT / "docs" / "triton-log.md")
+RESULTS = ROOT / "results"
+PAGES = ROOT / "docs" / "results"
+DOCUMENTS = (ROOT / "README.md", *(PAGES / f"{page}.md" for page in ("toy", "lm", "longctx", "performance")))
+# Figures are linked from the pages in docs/results/, two levels below the repository root.
+PAGE_ROOT = "../.."
 
 
 def provenance_line(meta: dict) -> str:
@@ -53,7 +56,7 @@ def op_cost_cpu(results: dict) -> str:
     return "\n".join(lines)
 
 
-# Table 1 of the paper (toy task error %, mean ± std over 3 seeds, L = 2), quoted from shared/mta-spec.md §4.
+# Table 1 of the paper (toy task error %, mean ± std over 3 seeds, L = 2), quoted from docs/spec.md §4.
 PAPER_TABLE1 = {
     "transformer": {(5, "all"): "51.6 ± 43.1", (5, "first"): "78.2 ± 1.5", (5, "last"): "1.3 ± 0.4",
                     (8, "all"): "31.2 ± 50.3", (8, "first"): "28.9 ± 24.9", (8, "last"): "58.4 ± 46.8"},
@@ -62,8 +65,8 @@ PAPER_TABLE1 = {
 }
 TOY_VARIANTS = ("all", "first", "last")
 TOY_SETTINGS = [(n, variant) for n in (5, 8) for variant in TOY_VARIANTS]
-TOY_DIR = ROOT / "results" / "toy"
-TOY_KERNEL_DIR = ROOT / "results" / "toy_kernel15"
+TOY_DIR = RESULTS / "toy"
+TOY_KERNEL_DIR = RESULTS / "toy_kernel15"
 TOY_ARCH_LABELS = {"transformer": "Transformer", "mta": "MTA"}
 
 
@@ -82,14 +85,19 @@ def steps_cell(run: dict) -> str:
     return f"{run['steps'] / 1000:.1f}k{marks.get(run['stopped'], '')}{'↻' if run.get('resumed_at') else ''}"
 
 
-def toy_table1(runs: list[dict]) -> str:
-    """Table 1's layout: our error % (mean ± sample std over seeds) beside the paper's, then the steps used."""
+def toy_groups(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Toy runs by (arch, N, variant)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault((run["arch"], run["n_block"], run["variant"]), []).append(run)
-    header = "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |"
+    return groups
+
+
+def toy_errors(runs: list[dict]) -> list[str]:
+    """Table 1's error rows: ours (mean ± sample std over seeds) beside the paper's."""
+    groups = toy_groups(runs)
     lines = ["Sequence error % on 1,000 held-out samples (mean ± sample std over seeds; L = 2).", "",
-             header, "|---|" + "---:|" * len(TOY_SETTINGS)]
+             "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |", "|---|" + "---:|" * len(TOY_SETTINGS)]
     for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
@@ -97,17 +105,31 @@ def toy_table1(runs: list[dict]) -> str:
             cells.append(mean_std([r["final_sequence_error_pct"] for r in group]) if group else "—")
         lines.append(f"| {label} (ours) | " + " | ".join(cells) + " |")
         lines.append(f"| {label} (paper) | " + " | ".join(PAPER_TABLE1[arch][s] for s in TOY_SETTINGS) + " |")
-    lines += ["", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by the "
-              "time cap; otherwise the step limit; ↻: resumed from a saved training state, across device calls):", "",
-              header, "|---|" + "---:|" * len(TOY_SETTINGS)]
+    return lines
+
+
+def toy_table1_headline(runs: list[dict]) -> str:
+    """The README's summary of Table 1: the error rows, the number of runs and their devices."""
+    devices = ", ".join(sorted({run["environment"]["device"] for run in runs}))
+    return "\n".join(toy_errors(runs) + ["", f"<sub>{run_count(runs)}; {devices}</sub>"])
+
+
+def toy_table1(runs: list[dict]) -> str:
+    """Table 1's layout: our error % (mean ± sample std over seeds) beside the paper's, then the steps used."""
+    groups = toy_groups(runs)
+    header = "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |"
+    lines = toy_errors(runs) + [
+        "", "Steps used per seed (✓: solved, i.e. 0% error at three consecutive evaluations; ⏱: stopped by a time "
+        "cap; otherwise the step limit; ↻: resumed from a saved training state):", "",
+        header, "|---|" + "---:|" * len(TOY_SETTINGS)]
     for arch, label in TOY_ARCH_LABELS.items():
         cells = []
         for n, variant in TOY_SETTINGS:
             group = sorted(groups.get((arch, n, variant), []), key=lambda r: r["seed"])
             cells.append(" / ".join(steps_cell(r) for r in group) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"<sub>{run_count(runs)}; {toy_provenance(runs)}; per-run JSON in results/toy/, curves in "
-              "results/toy/table1_curves.png</sub>"]
+    lines += ["", f"![held-out error against the training step of every run]({PAGE_ROOT}/results/toy/table1_curves.png)",
+              "", f"<sub>{run_count(runs)}; {toy_provenance(runs)}; per-run JSON in results/toy/</sub>"]
     return "\n".join(lines)
 
 
@@ -158,8 +180,9 @@ def toy_kernel_ablation(runs: list[dict], table1_runs: list[dict]) -> str:
             kernel = toy_kernel_label(row) + (f" ({source})" if source else "")
             lines.append(f"| {TOY_ARCH_LABELS[row['arch']]} | {setting} | {row['seed']} | {kernel} | "
                          f"{row['final_sequence_error_pct']:.1f} | {steps_cell(row)} | {per_letter} |")
-    lines += ["", f"<sub>{run_count(runs)} with another kernel; {toy_provenance(runs)}; per-run JSON in "
-              "results/toy_kernel15/, curves in results/toy_kernel15/curves.png</sub>"]
+    lines += ["", f"![each wider-kernel run beside its Table 1 run]({PAGE_ROOT}/results/toy_kernel15/curves.png)", "",
+              f"<sub>{run_count(runs)} with another kernel; {toy_provenance(runs)}; per-run JSON in "
+              "results/toy_kernel15/</sub>"]
     return "\n".join(lines)
 
 
@@ -253,34 +276,12 @@ def toy_stack_speed(results: dict) -> str:
     return "\n".join(lines)
 
 
-def toy_trial(runs: list[dict]) -> str:
-    """Held-out sequence error of capped runs (results/toy_trial/) at the step each reached, per setting."""
-    header = "| model | " + " | ".join(f"N={n} {v}" for n, v in TOY_SETTINGS) + " |"
-    lines = [header, "|---|" + "---:|" * len(TOY_SETTINGS)]
-    for arch, label in TOY_ARCH_LABELS.items():
-        cells = []
-        for n, variant in TOY_SETTINGS:
-            group = sorted((r for r in runs if (r["arch"], r["n_block"], r["variant"]) == (arch, n, variant)),
-                           key=lambda r: r["seed"])
-            cells.append(" / ".join(f"{r['final_sequence_error_pct']:.1f}" for r in group) or "—")
-        if any(cell != "—" for cell in cells):
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    steps = sorted({r["steps"] for r in runs})
-    config = runs[0]["train_config"]
-    lines += ["", f"Sequence error % per seed ({', '.join(str(r) for r in sorted({r['seed'] for r in runs}))}) at "
-              f"step {', '.join(f'{s:,}' for s in steps)}, stopped by the time cap; lr {config['lr']:g}, "
-              f"{config['warmup']:,} warmup steps, evaluation every {config['eval_every']:,} steps on "
-              f"{config['eval_samples']:,} held-out samples, torch.compile {config['compile']}.", "",
-              provenance_line(runs[0]["environment"])]
-    return "\n".join(lines)
-
-
 def only_arch(results: dict, arch: str) -> dict:
     """`results` of toy_stack_speed.py with the rows of one architecture only."""
     return {**results, "rows": [row for row in results["rows"] if row["arch"] == arch]}
 
 
-OP_SPEED_GPU_RESULTS = ROOT / "benchmarks" / "results" / "op_speed_gpu.json"
+OP_SPEED_GPU_RESULTS = RESULTS / "perf" / "op_speed_gpu.json"
 TFLOPS_CONVENTION = ("FlashAttention's count for plain causal attention of the same shape, forward 2·B·H·N²·d, "
                      "backward 2.5× that")
 SPEED_SDPA_METHODS = ("sdpa", "sdpa_cudnn", "sdpa_flash")
@@ -378,9 +379,9 @@ def target_lines(results: dict, configs: tuple[str, ...] = tuple(SPEED_CONFIGS))
     return lines
 
 
-def op_speed_gpu(results: dict, file_name: str = OP_SPEED_GPU_RESULTS.name) -> str:
-    """A full sweep of the op benchmark (rows in benchmarks/results/`file_name`): the issue's targets (met or
-    missed), fwd+bwd time per d, peak memory and TFLOP/s at the largest d, per config and N."""
+def op_speed_gpu(results: dict) -> str:
+    """A full sweep of the op benchmark (results/perf/op_speed_gpu.json): the targets (met or missed), fwd+bwd time
+    per d, peak memory and TFLOP/s at the largest d, per config and N, and the plot."""
     settings = results["settings"]
     lines = [f"bf16 q/k/v, float32 kernels and mixers (identity + noise), causal, H = {settings['heads']}, "
              f"B·N = {settings['tokens']:,} tokens (B = {settings['tokens']:,} // N, at least 1), on {settings['device']}. "
@@ -394,9 +395,9 @@ def op_speed_gpu(results: dict, file_name: str = OP_SPEED_GPU_RESULTS.name) -> s
     lines += speed_table(results, head_dims[0], "peak_mib", "MiB")
     lines += ["", f"TFLOP/s, d = {head_dims[0]} ({TFLOPS_CONVENTION}), forward / backward / forward+backward:", ""]
     lines += tflops_table(results, head_dims[0])
-    plot = f"; plot: benchmarks/results/{Path(file_name).with_suffix('.png')}" if file_name == OP_SPEED_GPU_RESULTS.name else ""
     lines += ["", "— skipped (reason in the results JSON), OOM: out of memory. Forward and backward times separately, "
-              f"TFLOP/s at every d and the reasons: benchmarks/results/{file_name}{plot}.",
+              "TFLOP/s at every d and the reasons: results/perf/op_speed_gpu.json.", "",
+              f"![forward+backward time against N per configuration and backend]({PAGE_ROOT}/results/perf/op_speed_gpu.png)",
               "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
@@ -418,16 +419,6 @@ def tflops_table(results: dict, head_dim: int) -> list[str]:
             label = "SDPA default" if config is None else f"{config} triton"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
-
-
-def op_speed_gpu_run(results: dict, file_name: str) -> str:
-    """A later partial run of the op benchmark (its own commit, rows in benchmarks/results/`file_name`): the
-    targets, fwd+bwd time and peak memory, d = 128."""
-    lines = target_lines(results) + ["", "Forward + backward time (× SDPA default):", ""] + speed_table(results, 128, "total_ms", "ms")
-    lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
-    lines += ["", f"TFLOP/s ({TFLOPS_CONVENTION}), forward / backward / forward+backward:", ""] + tflops_table(results, 128)
-    lines += ["", f"Rows: benchmarks/results/{file_name}.", "", provenance_line(results["meta"])]
-    return "\n".join(lines)
 
 
 def kernel_label(name: str) -> str:
@@ -457,7 +448,7 @@ def triton_profile(results: dict) -> str:
         lines.append(f"| {profile['config']} | {profile['gpu_ms']:.1f} ms | " + "; ".join(parts) + " |")
     lines += ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
               f"H = {settings['heads']}; the {len(results['profiles'][0]['kernels'])} longest kernels of each profile "
-              "(benchmarks/results/triton_profile.json, which also holds the tile sweep).", "",
+              "(results/perf/triton_profile.json, which also holds the tile sweep).", "",
               provenance_line(results["meta"])]
     return "\n".join(lines)
 
@@ -489,7 +480,7 @@ def map_kernels_sweep(results: dict) -> str:
               f"B = {settings['batch']}, H = {settings['heads']}; × SDPA default's {sdpa_ms:.2f} ms in the same run. "
               f"Accuracy at N = {settings['accuracy_seq_len']:,}; \"output moved\": relative RMS between the bf16 "
               f"outputs in this precision and in ieee, queries scaled {settings['sharpness']:g}×. Rows: "
-              "benchmarks/results/map_kernels_sweep.json.", "", provenance_line(results["meta"])]
+              "results/perf/map_kernels_sweep.json.", "", provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -522,22 +513,11 @@ def map_tap_rows_sweep(results: dict) -> str:
 
 def sweep_caption(results: dict, file_name: str, note: str = "") -> list[str]:
     """The closing lines of a table of map_kernels_sweep.py --block-elements / --tap-rows: the shape, SDPA's time
-    in the same run, `note`, the rows' file (benchmarks/results/`file_name`) and the provenance."""
+    in the same run, `note`, the rows' file (results/perf/`file_name`) and the provenance."""
     settings = results["settings"]
     return ["", f"bf16, N = {settings['seq_len']:,}, d = {settings['head_dim']}, B = {settings['batch']}, "
             f"H = {settings['heads']}; × SDPA default's {results['sdpa']['total_ms']:.2f} ms in the same run{note}. "
-            f"Rows: benchmarks/results/{file_name}.", "", provenance_line(results["meta"])]
-
-
-def op_speed_gpu_stencil(results: dict) -> str:
-    """A run of the materialised backends only: the targets of the configurations it measured, fwd+bwd time and
-    peak memory, d = 128."""
-    configs = tuple(sorted({row["config"] for row in results["rows"] if row["config"] is not None}))
-    lines = target_lines(results, configs) + ["", "Forward + backward time (× SDPA default):", ""]
-    lines += speed_table(results, 128, "total_ms", "ms")
-    lines += ["", "Peak memory above the inputs (× SDPA default):", ""] + speed_table(results, 128, "peak_mib", "MiB")
-    lines += ["", "Rows: benchmarks/results/op_speed_gpu_stencil.json.", "", provenance_line(results["meta"])]
-    return "\n".join(lines)
+            f"Rows: results/perf/{file_name}.", "", provenance_line(results["meta"])]
 
 
 def op_speed_gpu_plot(results: dict, path: Path) -> None:
@@ -577,7 +557,7 @@ def op_speed_gpu_plot(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
-MODEL_THROUGHPUT_RESULTS = ROOT / "benchmarks" / "results" / "model_throughput.json"
+MODEL_THROUGHPUT_RESULTS = RESULTS / "perf" / "model_throughput.json"
 THROUGHPUT_LABELS = {"transformer": "Transformer", "mta": "MTA", "talking_heads": "Talking heads", "diff": "DIFF"}
 # The issue's targets for MTA with the triton backend: field -> (comparison, limit), ratios to the Transformer.
 THROUGHPUT_TARGETS = {"tokens_per_s": ("≥", 0.5), "peak_gib": ("≤", 1.5)}
@@ -615,7 +595,7 @@ def paper_table9_ratio(paper: dict, model: str, field: str) -> str:
     return "—" if not ours or not base else f"{ours[key] / base[key]:.3g}×"
 
 
-def model_throughput(results: dict, source: str = "benchmarks/results/model_throughput.json") -> str:
+def model_throughput(results: dict, source: str = "results/perf/model_throughput.json") -> str:
     """Training-step tokens/s and peak memory per (model, backend), as ratios to the Transformer, beside Table 9."""
     settings, paper = results["settings"], results["paper"]
     ratios = throughput_ratios(results)
@@ -649,7 +629,7 @@ def model_throughput(results: dict, source: str = "benchmarks/results/model_thro
     return "\n".join(lines)
 
 
-DECODE_GPU_RESULTS = ROOT / "benchmarks" / "results" / "decode_gpu.json"
+DECODE_GPU_RESULTS = RESULTS / "perf" / "decode_gpu.json"
 
 
 def decode_cell(row: dict | None, field: str, spec: str, unit: str = "") -> str:
@@ -683,12 +663,50 @@ def decode_gpu(results: dict) -> str:
                      f"| {decode_cell(recompute, 'peak_gib', '.1f', ' GiB')} |")
     lines += ["", "MTA recomputing: no cache, the whole sequence through the reference (materialised) op every step, "
               "as the official generator; skipped where its maps exceed the GPU (reasons, ms/token and cache sizes in "
-              "benchmarks/results/decode_gpu.json).", ""]
+              "results/perf/decode_gpu.json).", ""]
     earlier = results.get("earlier_meta", [])
     if earlier:  # rows kept by --resume were measured by those runs
         lines += ["Rows measured by earlier runs (`--resume`): " + "; ".join(
             f"commit {meta['commit'][:12]}, {meta['date']}" for meta in earlier) + "; the rest by:", ""]
     lines.append(provenance_line(results["meta"]))
+    return "\n".join(lines)
+
+
+def load_performance() -> dict | None:
+    """The op sweep and the training-step benchmark, for the README's summary; None unless both are there."""
+    op, train = load_json(OP_SPEED_GPU_RESULTS), load_json(MODEL_THROUGHPUT_RESULTS)
+    return {"op": op, "train": train} if op and train else None
+
+
+def performance_headline(results: dict) -> str:
+    """The README's summary: per configuration at N = 8k, d = 128, the triton backend's forward+backward time and
+    peak memory beside SDPA's and the reference's; then the 880M training step against the Transformer."""
+    op, seq_len = results["op"], 8192
+    rows = speed_rows(op)
+
+    def ok(config: str | None, method: str) -> dict:
+        row = rows.get((config, 128, seq_len, method), {})
+        return row if row.get("status") == "ok" else {}
+
+    sdpa = ok(None, "sdpa")
+    lines = [f"| configuration | triton fwd+bwd (× SDPA) | triton peak memory (× SDPA) | reference peak memory |",
+             "|---|---:|---:|---:|"]
+    for config, text in SPEED_CONFIGS.items():
+        triton, reference = ok(config, "triton"), ok(config, "reference")
+        if not triton:
+            continue
+        memory = f"{reference['peak_mib'] / 1024:.1f} GiB" if reference else "—"
+        lines.append(f"| {config}: {text} | {triton['total_ms']:.1f} ms ({triton['total_ms'] / sdpa['total_ms']:.3g}×) | "
+                     f"{triton['peak_mib'] / 1024:.1f} GiB ({triton['peak_mib'] / sdpa['peak_mib']:.3g}×) | {memory} |")
+    train = results["train"]
+    ratio = next(value for (model, backend, _), value in throughput_ratios(train).items()
+                 if (model, backend) == ("mta", "triton"))
+    paper = train["paper"]
+    lines += ["", f"bf16, N = {seq_len:,}, d = 128, H = {op['settings']['heads']}, on {op['meta']['device']}. "
+              f"Training the {train['settings']['size']} MTA model (N = {train['settings']['seq_len']:,}): "
+              f"{ratio['tokens_per_s']:.2f}× the Transformer's tokens/s at {ratio['peak_gib']:.2f}× its peak memory "
+              f"(the paper's official code: {paper_table9_ratio(paper, 'mta', 'tokens_per_s')} and "
+              f"{paper_table9_ratio(paper, 'mta', 'peak_gib')})."]
     return "\n".join(lines)
 
 
@@ -739,7 +757,7 @@ def toy_demo(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-LONGCTX_DIR = ROOT / "results" / "longctx"
+LONGCTX_DIR = RESULTS / "longctx"
 LONGCTX_ORDER = ("transformer", "diff", "talking_heads", "mta")  # the paper's order; other names follow
 
 
@@ -796,11 +814,10 @@ def longctx(models: dict) -> str:
     for name, evaluations in models.items():
         model = next(iter(evaluations.values()))["model"]
         trained = f"trained at {model['training_seq_len']:,} tokens, " if model.get("training_seq_len") else ""
-        described.append(f"{longctx_label(name)} `{next(iter(evaluations.values()))['checkpoint']}` ({trained}"
-                         f"max_seq_len {model['max_seq_len']:,}, RoPE θ {model['rope_theta']:g}, "
-                         f"{model['parameters']:,} parameters)")
-    lines += ["Checkpoints: " + "; ".join(described) + ".", "",
-              "![long-context accuracy per model](results/longctx/comparison.png)", "",
+        described.append(f"{longctx_label(name)} ({trained}max_seq_len {model['max_seq_len']:,}, "
+                         f"RoPE θ {model['rope_theta']:g}, {model['parameters']:,} parameters)")
+    lines += ["Models: " + "; ".join(described) + ".", "",
+              f"![long-context accuracy per model]({PAGE_ROOT}/results/longctx/comparison.png)", "",
               "Per model: `results/longctx/<model>.needle.png` (depth × length heat-map per needle count) and "
               "`<model>.babi.png` (accuracy vs context length per task).", "", provenance_line(reports[0]["environment"])]
     return "\n".join(lines)
@@ -837,7 +854,7 @@ def longctx_plot(models: dict, path: Path) -> None:
     plt.close(figure)
 
 
-LM_DIR = ROOT / "results" / "lm"
+LM_DIR = RESULTS / "lm"
 
 
 def load_lm_runs() -> list[dict] | None:
@@ -873,9 +890,26 @@ def lm_small(runs: list[dict]) -> str:
               f"tokens ({tokens / 1e6:.1f}M tokens), AdamW lr {train['lr']:g} with {train['warmup']} warm-up steps then "
               f"linear decay, bf16 autocast; perplexity of the final checkpoint on every validation window "
               f"({runs[0]['ppl']['seq_len']} tokens; validation tokens: {validation}). The mean is over domains, as the "
-              "paper's Table 2. All eight runs shared one GPU at once.", "",
-              "![training loss and validation perplexity](results/lm/curves.png)", "",
+              "paper's Table 2.", "",
+              f"![training loss and validation perplexity]({PAGE_ROOT}/results/lm/curves.png)", "",
               provenance_line(runs[0]["config"]["environment"])]
+    return "\n".join(lines)
+
+
+def lm_headline(runs: list[dict]) -> str:
+    """The README's summary of the small-scale comparison: mean validation perplexity per model."""
+    by_arch: dict[str, list[dict]] = {}
+    for run in runs:
+        by_arch.setdefault(run["arch"], []).append(run)
+    lines = ["| model | parameters | mean validation perplexity |", "|---|---:|---:|"]
+    for arch, group in by_arch.items():
+        lines.append(f"| {longctx_label(arch)} | {group[0]['config']['parameters']:,} | "
+                     f"{mean_std([r['ppl']['mean_ppl'] for r in group], digits=2, one='')} |")
+    train = runs[0]["config"]["train"]
+    tokens = train["steps"] * train["batch_size"] * train["grad_accum"] * train["seq_len"]
+    seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in runs}))
+    lines += ["", f"<sub>Mean ± sample std over seeds {seeds}; {tokens / 1e6:.1f}M training tokens per run; "
+              f"{runs[0]['config']['environment']['device']}</sub>"]
     return "\n".join(lines)
 
 
@@ -890,8 +924,9 @@ def lm_scaling(results: dict) -> str:
                      f"{fmt(run['efficiency'], '.0%')} | {fmt(run['final_loss'], '.3f')} | "
                      f"{fmt(run['val_mean_ppl'], '.2f')} |")
     lines += ["", f"`{results['preset']}`, {results['global_batch']} sequences per step in all; tokens/s after "
-              f"step {results['skip_steps']}; training arguments `{' '.join(results['train_args'])}`. Loss curves: "
-              "results/lm/scaling.png.", "", provenance_line(results["meta"])]
+              f"step {results['skip_steps']}; training arguments `{' '.join(results['train_args'])}`.", "",
+              f"![training loss against the step per world size]({PAGE_ROOT}/results/lm/scaling.png)", "",
+              provenance_line(results["meta"])]
     return "\n".join(lines)
 
 
@@ -945,64 +980,44 @@ def lm_curves_plot(runs: list[dict], path: Path) -> None:
 
 
 def bench_table(file_name: str, make_table) -> tuple:
-    """TABLES entry rendering benchmarks/results/`file_name` with make_table(results)."""
-    return (lambda: load_json(ROOT / "benchmarks" / "results" / file_name), make_table)
-
-
-def op_speed_gpu_run_table(file_name: str) -> tuple:
-    """TABLES entry of a later partial run of the op benchmark, rows in benchmarks/results/`file_name`."""
-    return bench_table(file_name, lambda results: op_speed_gpu_run(results, file_name))
-
-
-def model_throughput_run_table(file_name: str) -> tuple:
-    """TABLES entry of a later run of the training-step benchmark, rows in benchmarks/results/`file_name`."""
-    return bench_table(file_name, lambda results: model_throughput(results, f"benchmarks/results/{file_name}"))
+    """TABLES entry rendering results/perf/`file_name` with make_table(results)."""
+    return (lambda: load_json(RESULTS / "perf" / file_name), make_table)
 
 
 def toy_reach_dir_table(folder: str) -> tuple:
     """TABLES entry of experiments/toy_reach.py's runs in results/`folder`: their error by reach."""
-    return (lambda: load_json_files(ROOT / "results" / folder, "*-s*.json"),
+    return (lambda: load_json_files(RESULTS / folder, "*-s*.json"),
             lambda runs: toy_reach_table(runs, f"results/{folder}/"))
 
 
 TABLES = {
-    "toy_demo": (lambda: load_json_files(ROOT / "results" / "toy_demo", "*/result.json"), toy_demo),
-    "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
-    "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
+    "toy_demo": (lambda: load_json_files(RESULTS / "toy_demo", "*/result.json"), toy_demo),
+    "toy_table1_headline": (load_toy_runs, toy_table1_headline),
     "toy_table1": (load_toy_runs, toy_table1),
     "toy_kernel15": (load_toy_kernel_runs, lambda runs: toy_kernel_ablation(runs, load_toy_runs() or [])),
     "toy_reach": (load_toy_reach_runs, lambda runs: toy_reach_table(runs, "results/toy/ and results/toy_kernel15/")),
     "toy_reach_cpu": toy_reach_dir_table("toy_reach"),
-    "toy_reach_cpu_long": toy_reach_dir_table("toy_reach_long"),
     "toy_reach_cpu_24k": toy_reach_dir_table("toy_reach_24k"),
-    "toy_trial": (lambda: load_json_files(ROOT / "results" / "toy_trial", "*-N*-*-s*.json"), toy_trial),
-    "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
-    "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
-    "toy_stack_speed_transformer": bench_table("toy_stack_speed_transformer.json",
-                                               lambda results: toy_stack_speed(only_arch(results, "transformer"))),
-    "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
-    "op_speed_gpu_first": bench_table("op_speed_gpu_first.json", lambda results: op_speed_gpu(results, "op_speed_gpu_first.json")),
-    "op_speed_gpu_glue": op_speed_gpu_run_table("op_speed_gpu_glue.json"),
-    "op_speed_gpu_stencil": bench_table("op_speed_gpu_stencil.json", op_speed_gpu_stencil),
-    "triton_profile": bench_table("triton_profile.json", triton_profile),
-    "op_speed_gpu_window": op_speed_gpu_run_table("op_speed_gpu_window.json"),
-    "op_speed_gpu_band": op_speed_gpu_run_table("op_speed_gpu_band.json"),
-    "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
-    "model_throughput_glue": model_throughput_run_table("model_throughput_glue.json"),
-    "op_speed_gpu_grad": op_speed_gpu_run_table("op_speed_gpu_grad.json"),
-    "triton_accuracy_grad": bench_table("triton_accuracy_grad.json", triton_accuracy),
-    "model_throughput_grad": model_throughput_run_table("model_throughput_grad.json"),
-    "map_kernels_sweep": bench_table("map_kernels_sweep.json", map_kernels_sweep),
-    "op_speed_gpu_tf32x3": op_speed_gpu_run_table("op_speed_gpu_tf32x3.json"),
-    "triton_accuracy_tf32x3": bench_table("triton_accuracy_tf32x3.json", triton_accuracy),
-    "map_block_sweep": bench_table("map_block_sweep.json", map_block_sweep),
-    "model_throughput_block27": model_throughput_run_table("model_throughput_block27.json"),
-    "map_tap_rows_sweep": bench_table("map_tap_rows_sweep.json", map_tap_rows_sweep),
-    "triton_accuracy_heads16": bench_table("triton_accuracy_heads16.json", triton_accuracy),
+    "lm_headline": (load_lm_runs, lm_headline),
     "lm_small": (load_lm_runs, lm_small),
     "lm_scaling": (lambda: load_json(LM_DIR / "scaling.json"), lm_scaling),
     "longctx": (load_longctx, longctx),
+    "performance_headline": (load_performance, performance_headline),
+    "op_cost_cpu": bench_table("op_cost_cpu.json", op_cost_cpu),
+    "op_speed_gpu": (lambda: load_json(OP_SPEED_GPU_RESULTS), op_speed_gpu),
+    "triton_accuracy": bench_table("triton_accuracy_gpu.json", triton_accuracy),
+    "triton_accuracy_heads16": bench_table("triton_accuracy_heads16.json", triton_accuracy),
+    "triton_accuracy_taprows2": bench_table("triton_accuracy_taprows2.json", triton_accuracy),
+    "triton_profile": bench_table("triton_profile.json", triton_profile),
+    "map_kernels_sweep": bench_table("map_kernels_sweep.json", map_kernels_sweep),
+    "map_block_sweep": bench_table("map_block_sweep.json", map_block_sweep),
+    "map_tap_rows_sweep": bench_table("map_tap_rows_sweep.json", map_tap_rows_sweep),
+    "model_throughput": (lambda: load_json(MODEL_THROUGHPUT_RESULTS), model_throughput),
     "decode_gpu": (lambda: load_json(DECODE_GPU_RESULTS), decode_gpu),
+    "toy_stack_speed": bench_table("toy_stack_speed.json", toy_stack_speed),
+    "toy_stack_speed_transformer": bench_table("toy_stack_speed_transformer.json",
+                                               lambda results: toy_stack_speed(only_arch(results, "transformer"))),
+    "toy_lone_speed": bench_table("toy_lone_speed.json", toy_stack_speed),
 }
 
 
@@ -1050,7 +1065,7 @@ def main() -> None:
     longctx_models = load_longctx()
     if longctx_models:
         longctx_plot(longctx_models, LONGCTX_DIR / "comparison.png")
-    print(f"rendered {', '.join(TABLES)} into {', '.join(path.name for path in DOCUMENTS)}")
+    print(f"rendered {', '.join(TABLES)} into {', '.join(path.relative_to(ROOT).as_posix() for path in DOCUMENTS)}")
 
 
 if __name__ == "__main__":
