@@ -6,7 +6,7 @@ triton.testing.do_bench, bf16 q/k/v, float32 mixers = identity + 0.05·noise, B�
 default backend and `blocked_maps_attention` in the same process; then the per-kernel GPU time of one
 forward+backward of the autotuned path (torch.profiler), so the profile sits beside the timings.
 
-    python benchmarks/mixing_sweep.py                       # → benchmarks/results/mixing_sweep.json
+    python benchmarks/mixing_sweep.py                       # → results/perf/mixing_sweep.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mta.ops.triton.mixing import CONFIGS, mixed_heads_attention
 from mta.profiling import first_line, write_json_atomic
 from mta.provenance import run_metadata
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "mixing_sweep.json"
+DEFAULT_OUT = Path(__file__).parents[1] / "results" / "perf" / "mixing_sweep.json"
 HEADS = 16
 
 
