@@ -1,4 +1,4 @@
-"""The Multi-Token Attention op: argument validation and backend dispatch (shared/DESIGN.md, the op's contract)."""
+"""The Multi-Token Attention op: argument validation and backend dispatch (docs/design.md, the op's contract)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def mta_attention(
     dropout_p: float = 0.0,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Causal Multi-Token Attention (shared/mta-spec.md §1).
+    """Causal Multi-Token Attention (docs/spec.md §1).
 
     q: [B, H, N, d]; k: [B, H_kv, N, d]; v: [B, H_kv, N, d_v], with H a multiple of H_kv (grouped-query heads).
     kernel_pre, kernel_post: [H, c_q, c_k] q–k convolutions before / after softmax, c_k odd, official orientation

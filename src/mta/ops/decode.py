@@ -1,7 +1,7 @@
-"""Incremental Multi-Token Attention: the rows of new queries from a cache of the past (shared/mta-spec.md §6).
+"""Incremental Multi-Token Attention: the rows of new queries from a cache of the past (docs/spec.md §6).
 
 Decoding appends T tokens at positions L-T … L-1 to a sequence whose keys and values are cached. Their rows of
-spec §1's map need, besides every key and value:
+docs/spec.md §1's map need, besides every key and value:
   - for a pre-softmax kernel of c_q rows, the logits of the c_q - 1 rows above them, i.e. the queries of
     positions L-T-(c_q-1) … L-T-1 (a row's logits against keys up to itself are final once it exists;
     Mask0 zeroes the rest before the conv);
@@ -11,7 +11,7 @@ So a step costs O(B·H·(c_q + T)·L·d) time and O(B·H·(c_q + T)·L) memory, 
 full map (`mta_attention(..., backend="reference")`) up to floating-point rounding.
 
 Left padding: `start[b]` is the index of row b's first real token. Positions before it are treated exactly
-like positions before 0 in spec §1: their logit rows and key columns are zero at the conv inputs, their keys
+like positions before 0 in docs/spec.md §1: their logit rows and key columns are zero at the conv inputs, their keys
 get no weight, and their weight rows are zero. A left-padded row therefore computes what the same tokens
 compute unpadded (its RoPE positions must count from `start[b]`, which is the caller's part).
 """
@@ -111,7 +111,7 @@ def mta_attention_step(
 
 
 def query_key_conv_rows(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The last R - (c_q - 1) rows of `qk_conv(x, kernel)` (spec §1's conv), from x [B, H, R, L] holding the
+    """The last R - (c_q - 1) rows of `qk_conv(x, kernel)` (docs/spec.md §1's conv), from x [B, H, R, L] holding the
     c_q - 1 rows above them; kernel [H, c_q, c_k]. Returns [B, H, R - c_q + 1, L].
 
     Decoding grows L by one every step, and convolution libraries plan per shape (cuDNN, oneDNN), so this uses

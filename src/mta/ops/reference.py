@@ -1,4 +1,4 @@
-"""The reference Multi-Token Attention op: the N×N map materialised, spec §1 step by step.
+"""The reference Multi-Token Attention op: the N×N map materialised, docs/spec.md §1 step by step.
 
 This is the oracle every other backend is tested against. It favours clarity over speed and memory:
 it holds several [B, H, N, N] tensors at once.
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 
 def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise 2-D cross-correlation over (query, key), causal along queries, centred along keys (spec §1).
+    """Depthwise 2-D cross-correlation over (query, key), causal along queries, centred along keys (docs/spec.md §1).
 
     scores: [B, H, R, M] with zeros wherever the spec's conv input is zero (masked or outside the sequence).
     kernel: [H, c_q, c_k], c_k odd; row c_q-1 is the current query, column (c_k-1)/2 the same key.
@@ -58,9 +58,8 @@ def shifted_sum_conv(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     padded: [B, H, R + c_q-1, M + c_k-1] (qk_conv's padding); kernel: [H, c_q, c_k] in padded's dtype.
     Returns [B, H, R, M]. torch.compile fuses this sum of views into one elementwise kernel, forward and
     backward, where it keeps cuDNN's depthwise convolution as an opaque call, slow on N×N maps with small
-    kernels (on an H200 a compiled 18-run toy MTA stack took 133 ms a step with it, 108 ms with this sum).
-    Eagerly every term is a pass over the map, slower than the convolution (614 ms against 263 ms there;
-    benchmarks/results/toy_stack_speed_shifted_sum.json against toy_stack_speed.json).
+    kernels. Eagerly every term is a pass over the map, slower than the convolution (the measurements are in
+    docs/devlog/triton-log.md).
     """
     c_q, c_k = kernel.shape[1:]
     rows, cols = padded.shape[-2] - (c_q - 1), padded.shape[-1] - (c_k - 1)
@@ -74,7 +73,7 @@ def shifted_sum_conv(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
 
 
 def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
-    """Mix attention maps within groups of heads (spec §1).
+    """Mix attention maps within groups of heads (docs/spec.md §1).
 
     maps: [B, H, R, M]; mixer: [G, c, c] with G·c = H, mixer[g, i, o] weighting input head g·c+i into output
     head g·c+o. Returns [B, H, R, M].
@@ -86,7 +85,7 @@ def head_mix(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
 def mix_in_layout(maps: torch.Tensor, mixer: torch.Tensor) -> torch.Tensor:
     """head_mix as one product per group over the head axis in the maps' own layout, W[g]ᵀ [c, c] · maps[b, g]
     [c, R·M]: no copies. On a CPU benchmarks/op_cost.py's chunked op with full mixing at 16k took 63 s with it
-    and 84 s with the einsum (benchmarks/results/op_cost_cpu.json at commits a28a53a and 120bd20). On a
+    and 84 s with the einsum (results/perf/op_cost_cpu.json at commits a28a53a and 120bd20). On a
     GPU its mixer gradient is a batched product with an inner dimension of R·M that cuBLAS does not split (D's
     reference backward took 1.5 s instead of 0.19 s at 8k on an H200)."""
     batch, n_heads, rows, cols = maps.shape
@@ -119,7 +118,7 @@ def attention_weights(
     head_mix_pre: torch.Tensor | None,
     head_mix_post: torch.Tensor | None,
 ) -> torch.Tensor:
-    """From scaled logits to final attention weights, spec §1 without dropout.
+    """From scaled logits to final attention weights, docs/spec.md §1 without dropout.
 
     scores: [B, H, R, M] scaled Q·Kᵀ in the compute dtype (float32 or float64, so the softmax is at least
     float32); future: bool [R, M].
@@ -161,7 +160,7 @@ def reference_attention(
     scale: float,
     dropout_p: float,
 ) -> torch.Tensor:
-    """Causal MTA, materialising the [B, H, N, N] map (spec §1). Inputs are validated by `mta_attention`.
+    """Causal MTA, materialising the [B, H, N, N] map (docs/spec.md §1). Inputs are validated by `mta_attention`.
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d]. Half-precision inputs are computed in float32.
     Returns [B, H, N, d] in q's dtype.

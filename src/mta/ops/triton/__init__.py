@@ -51,7 +51,7 @@ def triton_attention(
     dropout_p: float,
     config=None,
 ) -> torch.Tensor:
-    """Causal MTA (spec §1) with the fused Triton kernel; arguments as validated by `mta_attention`.
+    """Causal MTA (docs/spec.md §1) with the fused Triton kernel; arguments as validated by `mta_attention`.
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (float16, bfloat16 or float32; kernels and mixers in q's dtype or
     float32); kernels [H, c_q, c_k], mixers [G, c, c]. config: a `function.BlockConfig` for every launch of

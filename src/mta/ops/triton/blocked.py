@@ -26,12 +26,12 @@ from .maps import mix_maps, mix_maps_backward
 from .stencil import conv_maps, conv_maps_kernel_grad
 
 # Elements of one float32 [B, H, rows, N] map block (512 MB). Each block costs a few dozen launches and their
-# host time: on the H200 at 8k (benchmarks/results/map_block_sweep.json) 2^25, 2^26, 2^27, 2^28 took D 117, 69,
+# host time: on the H200 at 8k (results/perf/map_block_sweep.json) 2^25, 2^26, 2^27, 2^28 took D 117, 69,
 # 55, 54 ms and C 286, 200, 174, 168 ms, at D 1.1, 1.7, 3.0, 5.6 GB and C 1.3, 2.1, 3.6, 6.7 GB of peak memory.
 BLOCK_ELEMENTS = 1 << 27
 MIN_BLOCK_ROWS = 16
 # The map kernels' tile products (maps.DOT_PRECISIONS) for float16/bfloat16 inputs; float32 inputs get "ieee".
-# On the H200 at 8k (benchmarks/results/map_kernels_sweep.json) "tf32x3" took C from 298 to 200 ms and D from 68
+# On the H200 at 8k (results/perf/map_kernels_sweep.json) "tf32x3" took C from 298 to 200 ms and D from 68
 # to 63 ms against "ieee", and moved the bf16 output and gradients by 1e-4 of their RMS (bf16 rounding: 4e-3);
 # "tf32" was faster still (176 and 53 ms) but moved them by 3.4e-3.
 HALF_INPUT_PRECISION = "tf32x3"
@@ -213,7 +213,7 @@ class BlockedMapsMTA(torch.autograd.Function):
 def blocked_maps_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kernel_pre=None, kernel_post=None,
                            head_mix_pre=None, head_mix_post=None, scale: float,
                            block_rows: int | None = None) -> torch.Tensor:
-    """Causal MTA (spec §1) through map blocks (module docstring); arguments as validated by `mta_attention`.
+    """Causal MTA (docs/spec.md §1) through map blocks (module docstring); arguments as validated by `mta_attention`.
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d] (float16, bfloat16 or float32); kernels [H, c_q, c_k] and mixers
     [G, c, c] in q's dtype or float32, or None. block_rows: query rows per block (default `default_block_rows`).

@@ -1,9 +1,9 @@
-"""The q–k convolution of spec §1 on materialised maps as a Triton stencil, forward and backward.
+"""The q–k convolution of docs/spec.md §1 on materialised maps as a Triton stencil, forward and backward.
 
 `qk_conv_stencil(scores, kernel)` computes `mta.ops.reference.qk_conv` (a depthwise 2-D cross-correlation over
 [B, H, R, M] maps, causal over the c_q query rows, centred over the c_k keys, zeros outside the map) for the
 reference and chunked backends on a GPU, where cuDNN's depthwise convolution is slow on such maps with small
-kernels (shared/kernel-notes.md: it dominated a naive MTA op, 2.7 s of forward+backward at N = 8k). Each program
+kernels (it dominated a naive MTA op's time). Each program
 computes one [BLOCK_R, BLOCK_M] output tile as c_q·c_k scaled, shifted, masked loads of the input (cache hits
 after the first), accumulated in float32; nothing is padded or copied.
 
@@ -26,7 +26,7 @@ GRAD_BLOCK_R, GRAD_BLOCK_M = 32, 16  # the kernel gradient's tiles: rows (the pr
 GRAD_PROGRAMS = 4096  # aim for about this many programs in the kernel-gradient launch (stripes × tiles × maps)
 # Tap rows (a power of 2) per kernel-gradient program: the paper's 6 rows in three programs of 2 made C's
 # forward+backward at 8k fastest on the H200 (165 ms, against 176, 177 and 182 ms with 1, 4 and 8 rows;
-# benchmarks/results/map_tap_rows_sweep.json): wider programs hold larger float32 window tiles.
+# results/perf/map_tap_rows_sweep.json): wider programs hold larger float32 window tiles.
 GRAD_TAP_ROWS = 2
 
 
@@ -177,7 +177,7 @@ class _QKConvStencil(torch.autograd.Function):
 
 
 def qk_conv_stencil(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """`mta.ops.reference.qk_conv` (spec §1's conv) through the Triton stencil, differentiable in both inputs.
+    """`mta.ops.reference.qk_conv` (docs/spec.md §1's conv) through the Triton stencil, differentiable in both inputs.
 
     scores: [B, H, R, M] float32 (zeros wherever the conv input is zero), R·M < 2^31; kernel: [H, c_q, c_k]
     (c_k odd) in scores' dtype. Returns [B, H, R, M] float32.
