@@ -86,12 +86,11 @@ def assert_identical(got, want, what):
 
 
 def assert_future_changes_leave_past(run, qkv, options, t, gradients):
-    """Changing q, k and v at positions >= t (each alone and all together) leaves outputs (and, with `gradients`,
-    the gradients of q, k, v) before t bit-identical."""
+    """Changing k, or q, k and v together, at positions >= t leaves the outputs (with `gradients`: the gradients of
+    q, k and v) before t bit-identical."""
     check = past_gradients if gradients else past_outputs
     clean = check(run, qkv, options, t)
-    changes = {"k": [1], "all": [0, 1, 2]} if gradients else {"q": [0], "k": [1], "v": [2]}
-    for name, which in changes.items():
+    for name, which in {"k": [1], "q, k and v": [0, 1, 2]}.items():
         changed = [with_future(x, t, seed=10 + i) if i in which else x for i, x in enumerate(qkv)]
         assert_identical(check(run, changed, options, t), clean, f"{name} changed from t = {t}")
 
@@ -117,6 +116,7 @@ def test_future_inputs_leave_past_gradients(run, dtype, case):
         assert_future_changes_leave_past(run, qkv, options, t, gradients=True)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NaN arithmetic in the interpreter's numpy
 @pytest.mark.parametrize("run,dtype,case", RUN_CASES)
 def test_non_finite_future_leaves_past_outputs(run, dtype, case):
     """A NaN or Inf in a later key or query: earlier outputs stay finite and bit-identical to the clean run's."""

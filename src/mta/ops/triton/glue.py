@@ -9,9 +9,11 @@ Every MTA option is linear either in the logits (pre-softmax conv and head mixin
 
 where qw = query_window(q, taps, g) concatenates the last `taps` queries of the g heads of a group, plus three
 cheap token-axis ops (`primitives`: token_conv, diagonal_dots, band) whose fused versions read and write the
-kernel's operands in the input dtype, accumulating in float32. Strict causality: no output, and no gradient of an
-earlier output, reads an entry that the spec masks (a key after its query, a value after the output row), not
-even to add it and subtract it again, so padding, garbage or an overflow in a later token cannot reach it.
+kernel's operands in the input dtype, accumulating in float32. Strict causality: no entry that the spec masks (a
+key after its source query, a value after the output row) enters a sum, not even to be added and subtracted again.
+Where a tile's product covers one, the kernel selects the exact value instead (never adds to it), and a masked
+probability is an exact 0: a later key or query, even NaN or Inf, leaves every earlier output bit for bit, and so
+does a later finite value (a NaN value would still give 0 · NaN in the product P · vw, as in any attention).
 Per head, with scale s:
 
 Pre-softmax conv θ [c_q, c_k], P0 = c_q-1, hk = (c_k-1)/2, W = hk + P0:
