@@ -16,8 +16,8 @@ probabilities (and of dS) at a time for `function` to multiply with cuBLAS: ever
 pass, whatever Dqk and Dv are.
 
 Tiles of keys far below the diagonal (every i - j >= max(W, SKIP)) need neither the causal mask, the band nor
-the exclusion; only the tiles within max(W, SKIP) of the diagonal ("near") load the band and exclude diagonals. Loads mask every tail, so N, Dqk and Dv
-need not be multiples of any block.
+the exclusion; only the tiles within max(W, SKIP) of the diagonal ("near") load the band and exclude diagonals.
+Loads mask every tail, so N, Dqk and Dv need not be multiples of any block.
 
 Backward, with delta_i = rowsum(d_out ⊙ out) - d_lse_i, P' = P and dP' = d_out · vwᵀ both zero on the diagonals
 i-j < SKIP, and dS = P ⊙ (dP' - delta) (the gradient of the scores):
