@@ -56,13 +56,13 @@ def query_window(q: torch.Tensor, taps: int, group: int) -> torch.Tensor:
     return window.unsqueeze(2).expand(shape).reshape(batch, n_heads, seq_len, -1)
 
 
-def band_matrix(bias: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """[B, H, N, W] band -> [B, H, N, N] matrix M with M[i, i-t] = bias[i, t] for 0 <= t < W, i-t >= 0, else 0."""
-    rows = torch.arange(seq_len, device=bias.device)
+def band_matrix(band: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[B, H, N, W] band -> [B, H, N, N] matrix M with M[i, i-t] = band[i, t] for 0 <= t < W, i-t >= 0, else 0."""
+    rows = torch.arange(seq_len, device=band.device)
     diag = rows.unsqueeze(1) - rows.unsqueeze(0)
-    inside = (diag >= 0) & (diag < bias.shape[-1])
-    index = diag.clamp(0, bias.shape[-1] - 1).expand(*bias.shape[:2], seq_len, seq_len)
-    return torch.where(inside, bias.gather(-1, index), bias.new_zeros(()))
+    inside = (diag >= 0) & (diag < band.shape[-1])
+    index = diag.clamp(0, band.shape[-1] - 1).expand(*band.shape[:2], seq_len, seq_len)
+    return torch.where(inside, band.gather(-1, index), band.new_zeros(()))
 
 
 def banded_attention_torch(
