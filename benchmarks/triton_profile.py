@@ -5,7 +5,7 @@
    definitions; bf16, H = 16, d = 128 and N = 8k unless --head-dim / --seq-len say otherwise, B·N = 16k tokens)
    under torch.profiler, after a warm-up; the GPU kernels ranked by their total time, with call counts.
 2. Tile sweep (at d = 128, N = 8k, B = 2 always): `banded_flash_attention` alone, on random operands of
-   configuration A's widths (Dqk = 6·d, Dv = d, a 10-wide bias band: the fused-output forward) and B's
+   configuration A's widths (Dqk = 6·d, Dv = d, a 10-wide band of scores: the fused-output forward) and B's
    (Dqk = Dv = 2·6·d: the forward through probability blocks), forward and backward timed separately (median of
    CUDA-event samples) for each candidate BlockConfig and, for the best backward tiles, each probability-block
    size.
@@ -76,22 +76,22 @@ def operands(widths: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
     q = torch.randn(*base, HEAD_DIM, device=device, dtype=torch.bfloat16) * HEAD_DIM**-0.25
     kw = torch.randn(*base, widths["dqk"], device=device, dtype=torch.bfloat16) * widths["dqk"] ** -0.25
     vw = torch.randn(*base, widths["dv"], device=device, dtype=torch.bfloat16)
-    bias = torch.randn(*base, BAND, device=device)
-    return tuple(x.requires_grad_() for x in (q, kw, vw, bias))
+    band = torch.randn(*base, BAND, device=device)
+    return tuple(x.requires_grad_() for x in (q, kw, vw, band))
 
 
 def time_banded(widths: dict, config, device: torch.device, repeats: int = 5) -> dict:
     """Median forward and backward ms and peak MiB of `banded_flash_attention` with `config` (None: autotuned)."""
     from mta.ops.triton.function import banded_flash_attention
 
-    q, kw, vw, bias = operands(widths, device)
+    q, kw, vw, band = operands(widths, device)
     grad = torch.randn(*vw.shape, device=device, dtype=vw.dtype)
     forward, backward = [], []
     for index in range(repeats + 1):
         fresh_cuda_state(device)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
         events[0].record()
-        out, _ = banded_flash_attention(q, kw, vw, bias, config, widths["taps"], widths["group"])
+        out, _ = banded_flash_attention(q, kw, vw, band, config, widths["taps"], widths["group"])
         events[1].record()
         out.backward(grad)
         events[2].record()
@@ -99,7 +99,7 @@ def time_banded(widths: dict, config, device: torch.device, repeats: int = 5) ->
         if index:  # the first call compiles (and autotunes)
             forward.append(events[0].elapsed_time(events[1]))
             backward.append(events[1].elapsed_time(events[2]))
-        for x in (q, kw, vw, bias):
+        for x in (q, kw, vw, band):
             x.grad = None
     return {"forward_ms": statistics.median(forward), "backward_ms": statistics.median(backward),
             "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20}

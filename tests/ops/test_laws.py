@@ -37,10 +37,9 @@ from op_cases import OPTION_NAMES, assert_matches_reference, make_inputs, make_k
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EXAMPLES = {"reference": 12, "chunked": 12, "triton": 3, "decode": 12}
-# Triton is interpreted on a CPU: few, tiny examples, the same ones every run (its strict xfails must fail every
-# time), and no shrinking of a failure (minutes of interpreted runs).
+# Triton is interpreted on a CPU: few, tiny examples, the same ones every run, and no shrinking of a failure
+# (minutes of interpreted runs).
 TRITON_SETTINGS = dict(derandomize=True, phases=(Phase.explicit, Phase.generate))
-TRITON_CAUSALITY = pytest.mark.xfail(strict=True, reason="issue 34 item 1: the banded kernels' Mask0 correction")
 
 
 def laws(backend: str) -> settings:
@@ -118,11 +117,7 @@ def past_output_and_grads(backend, q, k, v, options, t):
 
 # --- causality ----------------------------------------------------------------------------------------------------
 
-def backends_with_causality():
-    return ["reference", "chunked", pytest.param("triton", marks=TRITON_CAUSALITY)]
-
-
-@pytest.mark.parametrize("backend", backends_with_causality())
+@pytest.mark.parametrize("backend", ["reference", "chunked", "triton"])
 def test_future_changes_leave_past_outputs_and_gradients_unchanged(backend):
     @laws(backend)
     @given(case=cases(kernels=backend == "triton"), data=st.data())

@@ -62,21 +62,24 @@ def test_low_precision(dtype, tol):
     compare_with_reference(q, k, v, options, rtol=tol, atol=tol)
 
 
-def test_banded_attention_torch_matches_explicit_softmax():
+@pytest.mark.parametrize("skip", [0, 2])
+def test_banded_attention_torch_matches_explicit_softmax(skip):
     gen = torch.Generator().manual_seed(5)
     qw, kw, vw = (torch.randn(1, 2, 7, 4, generator=gen, dtype=torch.float64) for _ in range(3))
-    bias = torch.randn(1, 2, 7, 3, generator=gen, dtype=torch.float64)
-    out, lse = banded_attention_torch(qw, kw, vw, bias)
+    band = torch.randn(1, 2, 7, 3, generator=gen, dtype=torch.float64)
+    kw[0, 0, 3] = float("nan")  # read by rows 3 to 5 on the band only (replaced there), by row 6 off it
+    out, lse = banded_attention_torch(qw, kw, vw, band, skip=skip)
     for i in range(7):
         scores = torch.stack(
-            [(qw[0, :, i] * kw[0, :, j]).sum(-1) + (bias[0, :, i, i - j] if i - j < 3 else 0.0) for j in range(i + 1)],
-            -1,
+            [band[0, :, i, i - j] if i - j < 3 else (qw[0, :, i] * kw[0, :, j]).sum(-1) for j in range(i + 1)], -1
         )
-        torch.testing.assert_close(lse[0, :, i], torch.logsumexp(scores, -1))
-        expected = torch.einsum("hj,hjd->hd", torch.softmax(scores, -1), vw[0, :, : i + 1])
-        torch.testing.assert_close(out[0, :, i], expected)
-    matrix = band_matrix(bias, 7)
-    assert matrix[0, 1, 5, 3] == bias[0, 1, 5, 2] and matrix[0, 1, 5, 2] == 0 and matrix[0, 1, 1, 2] == 0
+        torch.testing.assert_close(lse[0, :, i], torch.logsumexp(scores, -1), equal_nan=True)
+        kept = max(0, i + 1 - skip)  # out leaves the diagonals i - j < skip out
+        expected = torch.einsum("hj,hjd->hd", torch.softmax(scores, -1)[:, :kept], vw[0, :, :kept])
+        torch.testing.assert_close(out[0, :, i], expected, equal_nan=True)
+    assert torch.isfinite(out[0, :, :6]).all() and torch.isfinite(lse[0, :, :6]).all()
+    matrix = band_matrix(band, 7)
+    assert matrix[0, 1, 5, 3] == band[0, 1, 5, 2] and matrix[0, 1, 5, 2] == 0 and matrix[0, 1, 1, 2] == 0
 
 
 def test_primitives_match_explicit_loops():
@@ -96,6 +99,6 @@ def test_primitives_match_explicit_loops():
                     torch.testing.assert_close(conv[0, h, r, i, a], expected + torch.zeros(head_dim, dtype=x.dtype))
                     row = r - (c_q - 1) + a
                     torch.testing.assert_close(window[0, h, r, i, a], x[0, src, row] if row >= 0 else x.new_zeros(head_dim))
-            for delta in range(1, 4):
-                expected = x[0, h, r] @ y[0, h, r + delta] if r + delta < seq_len else x.new_zeros(())
-                torch.testing.assert_close(dots[0, h, r, delta - 1], expected)
+            for e in range(3):
+                expected = x[0, h, r] @ y[0, h, r - e] if r - e >= 0 else x.new_zeros(())
+                torch.testing.assert_close(dots[0, h, r, e], expected)

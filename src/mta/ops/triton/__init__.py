@@ -81,8 +81,8 @@ def triton_attention(
     from .function import banded_flash_attention
     from .token_ops import diagonal_dots, token_conv
 
-    def banded(q, kw, vw, bias, taps, group):
-        return banded_flash_attention(q, kw, vw, bias, config, taps, group)
+    def banded(q, kw, vw, band, taps, group, skip):
+        return banded_flash_attention(q, kw, vw, band, config, taps, group, skip)
 
     return banded_mta(
         q, k, v,

@@ -1,14 +1,17 @@
 """Fused `primitives.probability_band_torch`: the band of the banded kernel's probabilities near the diagonal,
 
-    band[r, t] = exp(qw_r · kw_{r-t} + bias[r, t] - lse[r])  for t < width, r - t >= 0 (else 0),
+    band[r, t] = exp(score[r, t] - lse[r])  for t < width, r - t >= 0 (else 0),
+    score[r, t] = band_scores[r, t] for t < W (the kernel's overridden band), else qw_r · kw_{r-t},
 
 with qw = query_window(q, taps, group) read from q in place (`kernels._query_window_tile`), which the
-post-softmax conv's correction reads (glue module doc). Row-wise dot products over Dqk = group·taps·d columns,
-accumulated in float32 on CUDA cores: each program takes BLOCK_R rows of one head and loops over the diagonals, the
-query window's pieces and BLOCK_E columns of each; no [N, Dqk] copy of q, qw or kw is made, forward or backward.
+post-softmax conv's band terms read (glue module doc). The product is never computed where the band scores
+replace it. Row-wise dot products over Dqk = group·taps·d columns, accumulated in float32 on CUDA cores: each
+program takes BLOCK_R rows of one head and loops over the diagonals, the query window's pieces and BLOCK_E columns
+of each; no [N, Dqk] copy of q, qw or kw is made, forward or backward.
 
-Backward, with dl = band ⊙ d_band (the gradient of the logits):
-    dkw[j] = Σ_t dl[j+t, t] qw[j+t],   dq from d(qw)[r] = Σ_t dl[r, t] kw[r-t],   dbias = dl,   dlse = -Σ_t dl.
+Backward, with dl = band ⊙ d_band (the gradient of the scores) and only the diagonals t >= W in the products:
+    dkw[j] = Σ_{t>=W} dl[j+t, t] qw[j+t],   dq from d(qw)[r] = Σ_{t>=W} dl[r, t] kw[r-t],
+    d band_scores = dl on t < W,   dlse = -Σ_t dl.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ def _block_e(head_dim: int) -> int:
 
 
 @triton.jit
-def _band_kernel(Q, KW, BIAS, LSE, BAND, N, HD, TAPS, PIECES, H, GROUP, WIDTH, BIAS_W,
+def _band_kernel(Q, KW, SCORES, LSE, BAND, N, HD, TAPS, PIECES, H, GROUP, WIDTH, SCORES_W,
                  BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (row tiles, B·H): BAND[bh, r, t] for every t < WIDTH."""
+    """Grid (row tiles, B·H): BAND[bh, r, t] for every t < WIDTH, from SCORES [bh, r, t] for t < SCORES_W."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(1).to(tl.int64)
     Q += (bh - (bh % H) % GROUP) * N * HD  # the first head of bh's group
@@ -39,7 +42,13 @@ def _band_kernel(Q, KW, BIAS, LSE, BAND, N, HD, TAPS, PIECES, H, GROUP, WIDTH, B
     KW += bh * N * dqk
     sub = tl.cdiv(HD, BLOCK_E)
     lse = tl.load(LSE + bh * N + rows, mask=rows < N, other=0.0)
-    for t in range(0, WIDTH):
+    replaced = tl.minimum(WIDTH, SCORES_W)
+    for t in range(0, replaced):
+        keys = rows - t
+        score = tl.load(SCORES + (bh * N + rows) * SCORES_W + t, mask=(rows < N) & (keys >= 0), other=0.0)
+        band = tl.where(keys >= 0, tl.exp(score - lse), 0.0)
+        tl.store(BAND + (bh * N + rows) * WIDTH + t, band, mask=rows < N)
+    for t in range(replaced, WIDTH):
         keys = rows - t
         acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
         for step in range(0, PIECES * sub):
@@ -49,17 +58,14 @@ def _band_kernel(Q, KW, BIAS, LSE, BAND, N, HD, TAPS, PIECES, H, GROUP, WIDTH, B
             k = tl.load(KW + keys[:, None] * dqk + piece * HD + dims[None, :],
                         mask=((keys >= 0) & (rows < N))[:, None] & (dims[None, :] < HD), other=0.0)
             acc += q.to(tl.float32) * k.to(tl.float32)
-        logit = tl.sum(acc, 1) - lse
-        if t < BIAS_W:
-            logit += tl.load(BIAS + (bh * N + rows) * BIAS_W + t, mask=(rows < N) & (keys >= 0), other=0.0)
-        band = tl.where(keys >= 0, tl.exp(logit), 0.0)
+        band = tl.where(keys >= 0, tl.exp(tl.sum(acc, 1) - lse), 0.0)
         tl.store(BAND + (bh * N + rows) * WIDTH + t, band, mask=rows < N)
 
 
 @triton.jit
-def _band_key_grad_kernel(Q, DL, DKW, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
+def _band_key_grad_kernel(Q, DL, DKW, N, HD, TAPS, PIECES, H, GROUP, WIDTH, FIRST,
                           BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (row tiles, column steps, B·H): DKW[bh, j, chunk] = Σ_t DL[bh, j+t, t] · qw[j+t, chunk]."""
+    """Grid (row tiles, column steps, B·H): DKW[bh, j, chunk] = Σ_{t >= FIRST} DL[bh, j+t, t] · qw[j+t, chunk]."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     step = tl.program_id(1)
     bh = tl.program_id(2).to(tl.int64)
@@ -68,7 +74,7 @@ def _band_key_grad_kernel(Q, DL, DKW, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
     dims = (step - piece * sub) * BLOCK_E + tl.arange(0, BLOCK_E)
     Q += (bh - (bh % H) % GROUP) * N * HD  # the first head of bh's group
     acc = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
-    for t in range(0, WIDTH):
+    for t in range(FIRST, WIDTH):
         queries = rows + t
         dl = tl.load(DL + (bh * N + queries) * WIDTH + t, mask=queries < N, other=0.0)  # 0 past the last query
         acc += dl[:, None] * _query_window_tile(Q, queries, piece, dims, N, HD, TAPS).to(tl.float32)
@@ -78,10 +84,10 @@ def _band_key_grad_kernel(Q, DL, DKW, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
 
 
 @triton.jit
-def _band_query_grad_kernel(KW, DL, DQ, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
+def _band_query_grad_kernel(KW, DL, DQ, N, HD, TAPS, PIECES, H, GROUP, WIDTH, FIRST,
                             BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
     """Grid (row tiles, column steps of d, B·H source heads s): DQ[s, m] = Σ over the heads o of s's group, taps a
-    and diagonals t of DL[o, r, t] · KW[o, r-t, (i, a)], r = m + (TAPS-1) - a, i = s's place in the group."""
+    and diagonals t >= FIRST of DL[o, r, t] · KW[o, r-t, (i, a)], r = m + (TAPS-1) - a, i = s's place in the group."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     dims = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
     src = tl.program_id(2).to(tl.int64)
@@ -93,7 +99,7 @@ def _band_query_grad_kernel(KW, DL, DQ, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
     for o in range(0, GROUP):
         for a in range(0, TAPS):
             queries = rows + (TAPS - 1) - a
-            for t in range(0, WIDTH):
+            for t in range(FIRST, WIDTH):
                 keys = queries - t
                 valid = (queries < N) & (keys >= 0)
                 dl = tl.load(DL + ((first + o) * N + queries) * WIDTH + t, mask=valid, other=0.0)
@@ -105,19 +111,19 @@ def _band_query_grad_kernel(KW, DL, DQ, N, HD, TAPS, PIECES, H, GROUP, WIDTH,
 
 
 class ProbabilityBand(torch.autograd.Function):
-    """(q, kw, bias, lse, width, taps, group) -> band [B, H, N, width] float32 (module doc)."""
+    """(q, kw, band_scores, lse, width, taps, group) -> band [B, H, N, width] float32 (module doc)."""
 
     @staticmethod
-    def forward(ctx, q, kw, bias, lse, width, taps, group):
+    def forward(ctx, q, kw, band_scores, lse, width, taps, group):
         batch, n_heads, seq_len, head_dim = q.shape
         window = (seq_len, head_dim, taps, group * taps, n_heads, group, width)
         band = torch.empty((batch, n_heads, seq_len, width), dtype=torch.float32, device=q.device)
-        bias_width = 0 if bias is None else bias.shape[-1]
+        replaced = 0 if band_scores is None else band_scores.shape[-1]
         _band_kernel[(triton.cdiv(seq_len, BLOCK_R), batch * n_heads)](
-            q, kw, lse if bias is None else bias, lse, band, *window, bias_width,
+            q, kw, lse if band_scores is None else band_scores, lse, band, *window, replaced,
             BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
         ctx.save_for_backward(q, kw, band)
-        ctx.window, ctx.bias_width = window, bias_width
+        ctx.window, ctx.replaced = window, replaced
         return band
 
     @staticmethod
@@ -128,20 +134,22 @@ class ProbabilityBand(torch.autograd.Function):
         batch_heads = q.shape[0] * q.shape[1]
         meta = dict(BLOCK_R=BLOCK_R, BLOCK_E=_block_e(head_dim))
         tiles, sub = triton.cdiv(seq_len, BLOCK_R), triton.cdiv(head_dim, meta["BLOCK_E"])
+        first = min(ctx.replaced, width)  # the diagonals before `first` took their scores from band_scores
         dkw = torch.empty_like(kw)
-        _band_key_grad_kernel[(tiles, pieces * sub, batch_heads)](q, dl, dkw, *ctx.window, **meta)
+        _band_key_grad_kernel[(tiles, pieces * sub, batch_heads)](q, dl, dkw, *ctx.window, first, **meta)
         dq = torch.empty_like(q)
-        _band_query_grad_kernel[(tiles, sub, batch_heads)](kw, dl, dq, *ctx.window, **meta)
-        dbias = None
-        if ctx.bias_width:
-            dbias = F.pad(dl[..., : ctx.bias_width], (0, max(0, ctx.bias_width - width)))
-        return dq, dkw, dbias, -dl.sum(-1), None, None, None
+        _band_query_grad_kernel[(tiles, sub, batch_heads)](kw, dl, dq, *ctx.window, first, **meta)
+        d_scores = None
+        if ctx.replaced:
+            d_scores = F.pad(dl[..., :first], (0, ctx.replaced - first))
+        return dq, dkw, d_scores, -dl.sum(-1), None, None, None
 
 
-def probability_band(q: torch.Tensor, kw: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, width: int,
-                     taps: int, group: int) -> torch.Tensor:
+def probability_band(q: torch.Tensor, kw: torch.Tensor, band_scores: torch.Tensor | None, lse: torch.Tensor,
+                     width: int, taps: int, group: int) -> torch.Tensor:
     """Fused `primitives.probability_band_torch` (same arguments): q [B, H, N, d] and kw [B, H, N, group·taps·d] in
-    any of fp16/bf16/fp32, bias [B, H, N, W] float32 or None, lse [B, H, N] float32 -> band [B, H, N, width]."""
-    if bias is not None:
-        bias = bias.float().contiguous()
-    return ProbabilityBand.apply(q.contiguous(), kw.contiguous(), bias, lse.float().contiguous(), width, taps, group)
+    any of fp16/bf16/fp32, band_scores [B, H, N, W] float32 or None, lse [B, H, N] float32 -> band [B, H, N, width]."""
+    if band_scores is not None:
+        band_scores = band_scores.float().contiguous()
+    return ProbabilityBand.apply(q.contiguous(), kw.contiguous(), band_scores, lse.float().contiguous(), width, taps,
+                                 group)

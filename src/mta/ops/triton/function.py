@@ -92,23 +92,24 @@ def _fused_forward(dv: int, config: BlockConfig | None) -> bool:
 
 
 class _Operands:
-    """q, kw, vw, bias of one call flattened to [B·H, N, ·], with what every launch passes along; q stands for its
+    """q, kw, vw, band of one call flattened to [B·H, N, ·], with what every launch passes along; q stands for its
     window qw = query_window(q, taps, group), which the kernels read in place."""
 
-    def __init__(self, q, kw, vw, bias, config, taps, group):
+    def __init__(self, q, kw, vw, band, config, taps, group, skip):
         self.batch, self.heads, self.seq_len, self.head_dim = q.shape
         self.dqk, self.dv = kw.shape[-1], vw.shape[-1]
-        self.width = 0 if bias is None else bias.shape[-1]
+        self.width, self.skip = 0 if band is None else band.shape[-1], skip
         self.bh = self.batch * self.heads
         self.q, self.kw, self.vw = (x.reshape(self.bh, self.seq_len, -1) for x in (q, kw, vw))
-        self.bias = kw if bias is None else bias  # a placeholder pointer when there is no bias
+        self.band = kw if band is None else band  # a placeholder pointer when there is no band
         self.config = config
         self.block = BUFFER_BLOCK if config is None else config.block
         self.window = (self.head_dim, taps, group * taps, self.heads, group)  # HD, TAPS, PIECES, H, GROUP
-        self.constexprs = dict(HAS_BIAS=self.width > 0, PRECISION=_precision(kw.dtype))
+        self.constexprs = dict(HAS_BAND=self.width > 0, HAS_SKIP=skip > 0, PRECISION=_precision(kw.dtype))
 
-    def pairs(self, rows: tuple[int, int], cols: tuple[int, int], lse, d_out=None, delta=None, dbias=None):
-        """P (and, given d_out, delta and dbias, dS) [B·H, rows, cols] for query rows [r0, r1), keys [c0, c1)."""
+    def pairs(self, rows: tuple[int, int], cols: tuple[int, int], lse, d_out=None, delta=None, dband=None):
+        """P without the diagonals i-j < skip (and, given d_out, delta and dband, dS off the band, dband on it)
+        [B·H, rows, cols] for query rows [r0, r1), keys [c0, c1)."""
         (r0, r1), (c0, c1) = rows, cols
         n_rows, n_cols = r1 - r0, c1 - c0
         stride = -(-n_cols // 8) * 8  # 16-byte aligned rows for the matrix products
@@ -119,20 +120,20 @@ class _Operands:
         def grid(meta):
             return triton.cdiv(n_rows, meta["BLOCK_M"]), triton.cdiv(n_cols, meta["BLOCK_N"]), self.bh
 
-        _launch("_pair_kernel", grid, self.config, self.q, self.kw, self.vw, self.bias,
-                d_out if grads else self.vw, lse, delta if grads else lse, p, ds, dbias if grads else lse,
-                self.seq_len, *self.window, self.dv, self.width, r0, n_rows, c0, n_cols, stride,
+        _launch("_pair_kernel", grid, self.config, self.q, self.kw, self.vw, self.band,
+                d_out if grads else self.vw, lse, delta if grads else lse, p, ds, dband if grads else lse,
+                self.seq_len, *self.window, self.dv, self.width, self.skip, r0, n_rows, c0, n_cols, stride,
                 GRADS=grads, **self.constexprs)
         return p[..., :n_cols], ds[..., :n_cols]
 
 
 class BandedFlashAttention(torch.autograd.Function):
-    """(q, kw, vw, bias, config, taps, group) -> (out, lse) of qw = query_window(q, taps, group); see kernels'
-    module docstring. Arguments are prepared by `banded_flash_attention`: contiguous, bias float32 or None."""
+    """(q, kw, vw, band, config, taps, group, skip) -> (out, lse) of qw = query_window(q, taps, group); see kernels'
+    module docstring. Arguments are prepared by `banded_flash_attention`: contiguous, band float32 or None."""
 
     @staticmethod
-    def forward(ctx, q, kw, vw, bias, config, taps, group):
-        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, bias, config, taps, group)
+    def forward(ctx, q, kw, vw, band, config, taps, group, skip):
+        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, band, config, taps, group, skip)
         n = ops.seq_len
         fused = _fused_forward(ops.dv, config)
         out = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
@@ -141,23 +142,23 @@ class BandedFlashAttention(torch.autograd.Function):
         def grid(meta):
             return triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(ops.dv, meta["BLOCK_DV"]) if fused else 1, ops.bh
 
-        _launch("_forward_kernel", grid, config, ops.q, ops.kw, ops.vw, ops.bias, out, lse,
-                n, *ops.window, ops.dv, ops.width, WITH_OUTPUT=fused, **ops.constexprs)
-        if not fused:  # out rows [r0, r1) = P[r0:r1, :r1] · vw[:r1], a block of queries at a time
+        _launch("_forward_kernel", grid, config, ops.q, ops.kw, ops.vw, ops.band, out, lse,
+                n, *ops.window, ops.dv, ops.width, skip, WITH_OUTPUT=fused, **ops.constexprs)
+        if not fused:  # out rows [r0, r1) = P'[r0:r1, :r1] · vw[:r1], a block of queries at a time
             for r0 in range(0, n, ops.block):
                 r1 = min(n, r0 + ops.block)
                 p, _ = ops.pairs((r0, r1), (0, r1), lse)
                 torch.bmm(p, ops.vw[:, :r1], out=out[:, r0:r1])
         out, lse = out.view(vw.shape), lse.view(q.shape[:3])
-        ctx.save_for_backward(q, kw, vw, bias, out, lse)
-        ctx.config, ctx.window = config, (taps, group)
+        ctx.save_for_backward(q, kw, vw, band, out, lse)
+        ctx.config, ctx.window = config, (taps, group, skip)
         return out, lse
 
     @staticmethod
     def backward(ctx, d_out, d_lse):
-        q, kw, vw, bias, out, lse = ctx.saved_tensors
-        taps, group = ctx.window
-        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, bias, ctx.config, taps, group)
+        q, kw, vw, band, out, lse = ctx.saved_tensors
+        taps, group, skip = ctx.window
+        ops = _Operands(q.to(kw.dtype).contiguous(), kw, vw, band, ctx.config, taps, group, skip)
         n = ops.seq_len
         qw = query_window(ops.q.view(q.shape), taps, group).reshape(ops.bh, n, ops.dqk)  # for dkw = dSᵀ · qw
         d_out = d_out.to(out.dtype).contiguous()
@@ -167,19 +168,19 @@ class BandedFlashAttention(torch.autograd.Function):
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         dkw = empty_output((ops.bh, n, ops.dqk), kw.dtype, kw.device)
         dvw = empty_output((ops.bh, n, ops.dv), vw.dtype, vw.device)
-        dbias = None if bias is None else empty_output(bias.shape, torch.float32, bias.device)
-        # keys [c0, c1) are seen by queries [c0, n): their P and dS give dkw, dvw there and a part of dq
+        dband = None if band is None else empty_output(band.shape, torch.float32, band.device)
+        # keys [c0, c1) are seen by queries [c0, n): their P' and dS' give dkw, dvw there and a part of dq
         for c0 in range(0, n, ops.block):
             c1 = min(n, c0 + ops.block)
-            p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.bias if dbias is None else dbias)
+            p, ds = ops.pairs((c0, n), (c0, c1), lse, d_out, delta, ops.band if dband is None else dband)
             torch.bmm(ds.transpose(1, 2), qw[:, c0:], out=dkw[:, c0:c1])
             torch.bmm(p.transpose(1, 2), d_out[:, c0:], out=dvw[:, c0:c1])
             add_query_gradient(dq, ds, ops.kw[:, c0:c1], c0, taps, group)
-        if dbias is not None:
-            # taps t > i have no key (j = i - t < 0): their gradient is 0
-            rows, band = torch.arange(n, device=kw.device)[:, None], torch.arange(ops.width, device=kw.device)
-            dbias.masked_fill_(band > rows, 0.0)
-        return dq.to(q.dtype), dkw.view(kw.shape), dvw.view(vw.shape), dbias, None, None, None
+        if dband is not None:
+            # diagonals t > i have no key (j = i - t < 0): their gradient is 0
+            rows, diagonals = torch.arange(n, device=kw.device)[:, None], torch.arange(ops.width, device=kw.device)
+            dband.masked_fill_(diagonals > rows, 0.0)
+        return dq.to(q.dtype), dkw.view(kw.shape), dvw.view(vw.shape), dband, None, None, None, None
 
 
 def add_query_gradient(dq: torch.Tensor, ds: torch.Tensor, kw: torch.Tensor, first_row: int, taps: int,
@@ -215,10 +216,11 @@ def banded_flash_attention(
     q: torch.Tensor,
     kw: torch.Tensor,
     vw: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    band: torch.Tensor | None = None,
     config: BlockConfig | None = None,
     taps: int = 1,
     group: int = 1,
+    skip: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused banded causal attention (kernels' module docstring) of qw = primitives.query_window(q, taps, group),
     differentiable in every input.
@@ -226,9 +228,11 @@ def banded_flash_attention(
     q: [B, H, N, d] (H a multiple of group); kw: [B, H, N, Dqk], Dqk = group·taps·d; vw: [B, H, N, Dv]; kw and
     vw of one dtype among float16, bfloat16, float32 (any Dqk, Dv >= 1; multiples of 16 keep the tiles full), q
     of that dtype or float32 (rounded to kw's for the kernel; its gradient stays float32).
-    bias: [B, H, N, W] (W >= 0, computed in float32) or None. config: tile sizes; None autotunes on a GPU and
-    takes BlockConfig() under TRITON_INTERPRET=1. Returns out [B, H, N, Dv] in vw's dtype and lse [B, H, N]
-    float32 (the row logsumexp of the scores). The gradient of q is summed from qw's in float32.
+    band: [B, H, N, W] (W >= 0, computed in float32) or None: the scores of the diagonals i-j < W, which replace
+    qw_i · kw_j there. skip >= 0: the diagonals i-j < skip stay out of out (not of the softmax). config: tile
+    sizes; None autotunes on a GPU and takes BlockConfig() under TRITON_INTERPRET=1. Returns out [B, H, N, Dv] in
+    vw's dtype and lse [B, H, N] float32 (the row logsumexp of the scores). The gradient of q is summed from qw's in
+    float32.
     """
     if kw.dtype not in KERNEL_DTYPES or vw.dtype != kw.dtype or q.dtype not in (kw.dtype, torch.float32):
         raise ValueError(
@@ -242,8 +246,11 @@ def banded_flash_attention(
         )
     if vw.dim() != 4 or vw.shape[:3] != q.shape[:3]:
         raise ValueError(f"vw must be [B, H, N, Dv] with [B, H, N] = {tuple(q.shape[:3])}, got {tuple(vw.shape)}")
-    if bias is not None and (bias.dim() != 4 or bias.shape[:3] != q.shape[:3]):
-        raise ValueError(f"bias must be [B, H, N, W] with [B, H, N] = {tuple(q.shape[:3])}, got {tuple(bias.shape)}")
-    if bias is not None:
-        bias = bias.float().contiguous()
-    return BandedFlashAttention.apply(q.contiguous(), kw.contiguous(), vw.contiguous(), bias, config, taps, group)
+    if band is not None and (band.dim() != 4 or band.shape[:3] != q.shape[:3]):
+        raise ValueError(f"band must be [B, H, N, W] with [B, H, N] = {tuple(q.shape[:3])}, got {tuple(band.shape)}")
+    if skip < 0:
+        raise ValueError(f"skip must be >= 0, got {skip}")
+    if band is not None:
+        band = band.float().contiguous()
+    return BandedFlashAttention.apply(q.contiguous(), kw.contiguous(), vw.contiguous(), band, config, taps, group,
+                                      skip)

@@ -1,5 +1,5 @@
 """Fused token-axis ops of the glue (`primitives` has their definitions and oracles): `token_conv` builds the
-conv operands K̃ and Ṽ, `diagonal_dots` the q·k products that the Mask0 correction reads.
+conv operands K̃ and Ṽ, `diagonal_dots` the past q·k products that the pre-softmax band scores read.
 
 Each reads its [B, H, N, d] inputs once in their own dtype (row-major, contiguous), accumulates in float32 and
 writes its result once: no float32 copies, permutes or padding around it. Programs cover BLOCK_R tokens × all
@@ -108,7 +108,7 @@ def _conv_weight_grad_kernel(DOUT, X, PARTIAL, N, D, H, G, C_Q, C_K, BLOCK_R: tl
 
 @triton.jit
 def _dots_kernel(Q, K, OUT, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (token tiles, B·H): OUT[bh, m, δ-1] = Q[m] · K[m+δ] for δ = 1 … W."""
+    """Grid (token tiles, B·H): OUT[bh, m, e] = Q[m] · K[m-e] for e = 0 … W-1 (0 where m-e < 0)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(1).to(tl.int64)
     Q += bh * N * D
@@ -116,15 +116,16 @@ def _dots_kernel(Q, K, OUT, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexp
     dims = tl.arange(0, BLOCK_E)
     in_d = dims[None, :] < D
     q = tl.load(Q + rows[:, None] * D + dims[None, :], mask=(rows[:, None] < N) & in_d, other=0.0).to(tl.float32)
-    for delta in range(1, W + 1):
-        r = rows + delta
-        k = tl.load(K + r[:, None] * D + dims[None, :], mask=(r[:, None] < N) & in_d, other=0.0).to(tl.float32)
-        tl.store(OUT + bh * N * W + rows * W + delta - 1, tl.sum(q * k, 1), mask=rows < N)
+    for e in range(0, W):
+        r = rows - e
+        k = tl.load(K + r[:, None] * D + dims[None, :], mask=((r >= 0) & (r < N))[:, None] & in_d,
+                    other=0.0).to(tl.float32)
+        tl.store(OUT + bh * N * W + rows * W + e, tl.sum(q * k, 1), mask=rows < N)
 
 
 @triton.jit
 def _dots_grad_kernel(Q, K, DOUT, DQ, DK, N, D, W, BLOCK_R: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Grid (token tiles, B·H): DQ[m] = Σ_δ DOUT[m, δ-1] K[m+δ], DK[m] = Σ_δ DOUT[m-δ, δ-1] Q[m-δ]."""
+    """Grid (token tiles, B·H): DQ[m] = Σ_e DOUT[m, e] K[m-e], DK[m] = Σ_e DOUT[m+e, e] Q[m+e]."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     bh = tl.program_id(1).to(tl.int64)
     Q += bh * N * D
@@ -134,15 +135,15 @@ def _dots_grad_kernel(Q, K, DOUT, DQ, DK, N, D, W, BLOCK_R: tl.constexpr, BLOCK_
     in_d = dims[None, :] < D
     dq = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
     dk = tl.zeros([BLOCK_R, BLOCK_E], dtype=tl.float32)
-    for delta in range(1, W + 1):
-        ahead, behind = rows + delta, rows - delta
-        in_ahead, in_behind = ahead < N, (behind >= 0) & (behind < N)
-        g_ahead = tl.load(DOUT + rows * W + delta - 1, mask=in_ahead, other=0.0)
-        k = tl.load(K + ahead[:, None] * D + dims[None, :], mask=in_ahead[:, None] & in_d, other=0.0)
-        dq += g_ahead[:, None] * k.to(tl.float32)
-        g_behind = tl.load(DOUT + behind * W + delta - 1, mask=in_behind, other=0.0)
-        q = tl.load(Q + behind[:, None] * D + dims[None, :], mask=in_behind[:, None] & in_d, other=0.0)
-        dk += g_behind[:, None] * q.to(tl.float32)
+    for e in range(0, W):
+        behind, ahead = rows - e, rows + e
+        in_behind, in_ahead = (behind >= 0) & (rows < N), ahead < N
+        g_row = tl.load(DOUT + rows * W + e, mask=in_behind, other=0.0)
+        k = tl.load(K + behind[:, None] * D + dims[None, :], mask=in_behind[:, None] & in_d, other=0.0)
+        dq += g_row[:, None] * k.to(tl.float32)
+        g_ahead = tl.load(DOUT + ahead * W + e, mask=in_ahead, other=0.0)
+        q = tl.load(Q + ahead[:, None] * D + dims[None, :], mask=in_ahead[:, None] & in_d, other=0.0)
+        dk += g_ahead[:, None] * q.to(tl.float32)
     mask = (rows[:, None] < N) & in_d
     offsets = bh * N * D + rows[:, None] * D + dims[None, :]
     tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty), mask=mask)
@@ -208,5 +209,6 @@ def token_conv(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> tor
 
 
 def diagonal_dots(q: torch.Tensor, k: torch.Tensor, width: int) -> torch.Tensor:
-    """Fused `primitives.diagonal_dots_torch`: q, k [B, H, N, d] -> float32 [B, H, N, width]."""
+    """Fused `primitives.diagonal_dots_torch`: q, k [B, H, N, d] -> float32 [B, H, N, width],
+    dots[m, e] = q[m] · k[m-e] (zero where m-e < 0)."""
     return DiagonalDots.apply(q.contiguous(), k.contiguous(), width)
