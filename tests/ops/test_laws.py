@@ -137,7 +137,7 @@ def test_future_changes_leave_past_outputs_and_gradients_unchanged(backend):
     law()
 
 
-@pytest.mark.parametrize("backend", backends_with_causality())
+@pytest.mark.parametrize("backend", ["reference", "chunked", "triton"])
 def test_nonfinite_future_queries_and_keys_leave_past_outputs_unchanged(backend):
     @laws(backend)
     @given(case=cases(kernels=backend == "triton"), data=st.data())
