@@ -56,11 +56,8 @@ class MixConfig:
 CONFIGS = (
     MixConfig(16, 16, 16, 32, 8, 1),
     MixConfig(16, 16, 16, 64, 8, 1),
-    MixConfig(16, 16, 16, 64, 8, 2),
     MixConfig(16, 16, 32, 32, 8, 1),
-    MixConfig(16, 16, 32, 64, 8, 1),
     MixConfig(16, 32, 16, 32, 8, 1),
-    MixConfig(32, 16, 16, 32, 8, 1),
 )
 
 
