@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import _check_kernel, _check_mixer
 from .reference import compute_dtype, expand_kv, head_mix
+from .validation import check_kernel, check_mixer
 
 
 class StepResult(NamedTuple):
@@ -66,9 +66,9 @@ def mta_attention_step(
     batch, n_heads, new, head_dim = _check_step_inputs(q, k, v)
     total = k.shape[2]
     for name, kernel in (("kernel_pre", kernel_pre), ("kernel_post", kernel_post)):
-        _check_kernel(name, kernel, q)
+        check_kernel(name, kernel, q)
     for name, mixer in (("head_mix_pre", head_mix_pre), ("head_mix_post", head_mix_post)):
-        _check_mixer(name, mixer, q)
+        check_mixer(name, mixer, q)
     pre_rows = 0 if kernel_pre is None else kernel_pre.shape[1] - 1
     post_rows = 0 if kernel_post is None else kernel_post.shape[1] - 1
     q_past = _past("q_past", q_past, (batch, n_heads, pre_rows, head_dim), q, total - new, exact_dtype=True)
