@@ -42,7 +42,7 @@ from typing import NamedTuple
 import torch
 
 from mta.models import DecodeCache, DecoderLM, get_preset
-from mta.profiling import (fill_defaults, first_line, fresh_cuda_state, kept_rows, profile_calls, synchronize,
+from profiling import (fill_defaults, first_line, fresh_cuda_state, kept_rows, profile_calls, synchronize,
                            total_memory_gib, write_json_atomic)
 from mta.train.runtime import resolve_device
 
@@ -156,7 +156,7 @@ def greedy_step(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, c
 
 def step_profile(model: DecoderLM, token: torch.Tensor, sequence: torch.Tensor, cache: DecodeCache | None,
                  steps: int, device: torch.device) -> dict:
-    """`steps` more greedy steps under torch.profiler (mta.profiling.profile_calls)."""
+    """`steps` more greedy steps under torch.profiler (profiling.profile_calls)."""
     state = [token, sequence]
 
     def step() -> None:

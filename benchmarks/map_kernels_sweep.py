@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from mta.ops.triton import blocked, stencil
-from mta.profiling import write_json_atomic
+from profiling import write_json_atomic
 from mta.provenance import run_metadata
 from op_speed_gpu import Measurement, measure as measure_speed
 from triton_accuracy import (configs as accuracy_configs, errors, make_params, measure as measure_accuracy,

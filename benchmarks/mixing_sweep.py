@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from mta.ops.reference import reference_attention
 from mta.ops.triton.blocked import blocked_maps_attention
 from mta.ops.triton.mixing import CONFIGS, mixed_heads_attention
-from mta.profiling import first_line, write_json_atomic
+from profiling import first_line, write_json_atomic
 from mta.provenance import run_metadata
 
 DEFAULT_OUT = Path(__file__).parents[1] / "results" / "perf" / "mixing_sweep.json"

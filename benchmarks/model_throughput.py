@@ -46,7 +46,7 @@ import torch
 
 from mta.models import DecoderLM, get_preset
 from mta.ops import available_backends
-from mta.profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, total_memory_gib, write_json_atomic
+from profiling import fill_defaults, first_line, fresh_cuda_state, synchronize, total_memory_gib, write_json_atomic
 from mta.train.lm_config import LMTrainConfig
 from mta.train.runtime import resolve_device
 

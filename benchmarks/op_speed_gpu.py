@@ -48,7 +48,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mta.ops import available_backends, mta_attention
-from mta.profiling import first_line, kept_rows, synchronize, write_json_atomic
+from profiling import first_line, kept_rows, synchronize, write_json_atomic
 from mta.train.runtime import resolve_device
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "op_speed_gpu.json"

@@ -6,7 +6,7 @@ stack of --runs runs of the paper's toy model (docs/spec.md §5; N = 5, variant 
 autocast on a GPU) trains --warmup steps untimed (compilation, CUDA-graph recording, AdamW state), then --steps
 timed steps with one synchronisation at the end. ms/step is for the whole stack, ms/run-step that ÷ R;
 "× eager" is the eager stack's ms/step over this one's, in the same process. --profile-steps K profiles K more
-steps per row (mta.profiling.profile_calls: aten launches and the ops with the most GPU time per step).
+steps per row (profiling.profile_calls: aten launches and the ops with the most GPU time per step).
 --lone times one run trained alone (mta.train.toy, as `experiments/toy_table1.py --lone` runs each) instead.
 
     python benchmarks/toy_stack_speed.py                       # → results/perf/toy_stack_speed.json
@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from mta.profiling import fill_defaults, first_line, profile_calls, synchronize, write_json_atomic
+from profiling import fill_defaults, first_line, profile_calls, synchronize, write_json_atomic
 from mta.train.toy import COMPILE_MODES, ToyTrainConfig, _ToyRun
 from mta.train.toy_stack import _Stack
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mta.ops import mta_attention
-from mta.profiling import write_json_atomic
+from profiling import write_json_atomic
 from mta.provenance import run_metadata
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "triton_accuracy_gpu.json"

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mta.ops import mta_attention
-from mta.profiling import fresh_cuda_state, write_json_atomic
+from profiling import fresh_cuda_state, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "triton_profile.json"
 HEADS, HEAD_DIM, SEQ_LEN, BATCH = 16, 128, 8192, 2  # the sweep's shape and the profiles' default

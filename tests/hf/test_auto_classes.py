@@ -105,6 +105,20 @@ def test_config_json_holds_the_native_fields():
     assert set(FIELDS.values()) == fields  # every ModelConfig field has an MTAConfig name
 
 
+def test_import_mta_registers_the_auto_classes_without_importing_transformers(tmp_path):
+    """`import mta` leaves transformers unimported; importing transformers afterwards registers the Auto classes."""
+    tiny_model(tiny_config("mta")).save_pretrained(tmp_path)
+    script = f"""
+import sys
+import mta
+assert "transformers" not in sys.modules, "imported transformers"
+from transformers import AutoModelForCausalLM
+print(type(AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})).__name__)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["MTAForCausalLM"]
+
+
 def test_import_mta_without_transformers():
     """`import mta` works without transformers; mta.models.hf then names the [hf] extra."""
     script = """

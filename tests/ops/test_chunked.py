@@ -5,7 +5,7 @@ import torch
 
 from mta.ops import mta_attention
 from mta.ops.chunked import ChunkedMTA, chunked_attention
-from mta.profiling import LargestTensorProbe
+from mta.cli.backends import LargestTensorProbe
 from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, assert_matches_reference, build_options, combination_id, make_inputs
 
 def compare_backends(q, k, v, options, block_size, rtol=1e-10, atol=1e-10, reference_dtype=torch.float64):

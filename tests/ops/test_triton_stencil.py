@@ -100,14 +100,14 @@ def test_stencil_rejects_what_it_cannot_serve():
 
 
 def test_reference_routes_float32_maps_to_the_stencil(monkeypatch):
-    """qk_conv takes the stencil where `_stencil_serves` says so (float32 maps on a GPU; forced here) and computes
-    what the depthwise convolution computes, in the op end to end."""
-    from mta.ops import mta_attention, reference
+    """The op's reference backend takes the stencil where `conv._stencil_serves` says so (float32 maps on a GPU;
+    forced here) and computes what the depthwise convolution computes, end to end."""
+    from mta.ops import conv, mta_attention
     from op_cases import make_inputs, make_kernel
 
     q, k, v = (t.detach().float().to(DEVICE) for t in make_inputs(batch=1, heads=2, seq_len=11, head_dim=4))
     kernel = make_kernel(2, 2, 3).detach().float().to(DEVICE)
-    monkeypatch.setattr(reference, "_stencil_serves", lambda scores: False)  # the depthwise convolution
+    monkeypatch.setattr(conv, "_stencil_serves", lambda scores: False)  # the depthwise convolution
     expected = mta_attention(q, k, v, kernel_pre=kernel, kernel_post=kernel, backend="reference")
     calls = []
 
@@ -115,7 +115,7 @@ def test_reference_routes_float32_maps_to_the_stencil(monkeypatch):
         calls.append(scores.shape)
         return True
 
-    monkeypatch.setattr(reference, "_stencil_serves", serves)
+    monkeypatch.setattr(conv, "_stencil_serves", serves)
     got = mta_attention(q, k, v, kernel_pre=kernel, kernel_post=kernel, backend="reference")
     assert len(calls) == 2  # the pre- and post-softmax convolutions
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

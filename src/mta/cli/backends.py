@@ -4,12 +4,14 @@ costs (time and largest tensor of one training step)."""
 from __future__ import annotations
 
 import argparse
+import time
+from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from mta.models import DecoderLM, get_preset
-from mta.profiling import LargestTensorProbe, median_seconds
 
 
 def register(subparsers) -> None:
@@ -67,3 +69,40 @@ def run(args: argparse.Namespace) -> None:
             with LargestTensorProbe() as probe:
                 train_step(candidate, tokens)
             print(f"{label:<24}{seq_len:>7}{seconds * 1e3:>10.1f}{probe.largest_bytes / 2**20:>21.2f}")
+
+
+class LargestTensorProbe(TorchDispatchMode):
+    """While active, records the size of the largest tensor any operator returns (`largest_bytes`).
+
+    On a CPU, where torch keeps no allocator statistics, this shows whether anything of N×N size is built.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest_bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.largest_bytes = max(self.largest_bytes, tensor.numel() * tensor.element_size())
+        return out
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of fn() over `repeats` calls after `warmup` calls, synchronising a GPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

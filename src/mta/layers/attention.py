@@ -191,6 +191,8 @@ class MultiTokenAttention(ProjectedAttention):
       gate: Linear(d, 1) with bias, shared by all heads; weight truncated normal std D^-1/2, bias 0.
     After the op: per-head output → group norm → ×(1 - λ(l)) if depth_scaling → gate → concat → wo.
     With every kernel and mixer at identity and no norm/gate it computes plain causal softmax attention.
+    forward (ProjectedAttention's): x [B, N, D] floating point, in the parameters' dtype (float32 as built) ->
+    [B, N, D] in that dtype; q [B, H, N, d], k and v [B, H_kv, N, d] go through `mta.ops.mta_attention`.
     """
 
     def __init__(self, config: AttentionConfig):

@@ -32,7 +32,8 @@ class AttentionConfig:
       depth_scaling: multiply the normed output by 1 - λ(layer_index); needs group_norm.
       gate: o_h ← o_h · σ(w·o_h + b), one scalar per (token, head), w ∈ R^d and b shared by the heads.
     layer_index: 0-based depth of the layer (depth scaling, DIFF's λ_init).
-    n_kv_heads and head_dim are resolved to numbers on construction.
+    n_kv_heads and head_dim are resolved to numbers on construction. Every field is a Python int, float, bool, str
+    or (c_q, c_k) int pair; the layer's input and output are [B, N, D] (its parameters' dtype).
     """
 
     dim: int

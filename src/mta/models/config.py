@@ -25,6 +25,8 @@ class ModelConfig:
     post_mix_group, group_norm, depth_scaling, gate. Head mixing, norm and gate apply to every layer; the q–k
     convolutions only to the 0-based layers in qk_conv_layers (None = every layer), as in the official configs.
     dropout: dropout on attention weights, training only. backend: the mta_attention backend.
+    Every field is a Python int, float, bool, str or int tuple; `DecoderLM(config)` maps tokens [B, N] long to
+    logits [B, N, vocab_size].
     """
 
     vocab_size: int

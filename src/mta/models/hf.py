@@ -1,7 +1,8 @@
 """Hugging Face transformers (5.x) integration: `MTAConfig` (model_type "mta"), `MTAForCausalLM` and `MTACache`.
 
-`import mta` registers MTAConfig and MTAForCausalLM with AutoConfig and AutoModelForCausalLM when transformers
-5.x is installed, so `AutoModelForCausalLM.from_pretrained(dir)` needs no `trust_remote_code`. The four
+Importing this module registers MTAConfig and MTAForCausalLM with AutoConfig and AutoModelForCausalLM, and
+`import mta` has it imported as soon as transformers 5.x is (`hf_support.register_with_transformers`; mta itself
+does not import transformers), so `AutoModelForCausalLM.from_pretrained(dir)` needs no `trust_remote_code`. The four
 families of the paper (attention_type "mta", "transformer", "talking_heads", "diff") share the config.
 
 MTAForCausalLM wraps `mta.models.DecoderLM` (state-dict names prefixed "model."), so the weights, the

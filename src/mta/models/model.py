@@ -64,7 +64,11 @@ class Block(nn.Module):
 
 
 class DecoderLM(nn.Module):
-    """The decoder of `config` (a ModelConfig, e.g. from `mta.models.get_preset`)."""
+    """The decoder of `config` (a ModelConfig, e.g. from `mta.models.get_preset`), float32 parameters as built.
+
+    forward: tokens [B, N] long -> logits [B, N, V] in the activations' dtype (V = vocab_size), or with targets
+    [B, N] long the mean float32 cross-entropy (0-dim); `hidden` gives the final-normed states [B, N, D].
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()

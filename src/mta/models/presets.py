@@ -70,12 +70,13 @@ _PRESETS["toy-mta"] = dict(_TOY, attention="mta", pre_kernel=(2, 9))
 
 
 def list_presets() -> list[str]:
-    """The preset names, in definition order."""
+    """The preset names (list[str]), in definition order."""
     return list(_PRESETS)
 
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The ModelConfig of preset `name` with `overrides` (ModelConfig field names) applied, then validated."""
+    """The ModelConfig of preset `name` with `overrides` (ModelConfig field names) applied, then validated.
+    `DecoderLM(get_preset(name))` maps tokens [B, N] long to logits [B, N, vocab_size] (float32 parameters)."""
     if name not in _PRESETS:
         raise ValueError(f"name: unknown preset {name!r}, expected one of {list_presets()}")
     known = {field.name for field in fields(ModelConfig)}

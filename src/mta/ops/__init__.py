@@ -8,14 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from .chunked import chunked_attention
+from .conv import qk_conv_dispatch
 from .reference import reference_attention
 from .triton import is_available as triton_available
 from .triton import triton_attention
+from .validation import check_kernel, check_mixer, check_qkv
 
 __all__ = ["mta_attention", "available_backends", "BACKENDS"]
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Below this many tokens the materialised map is small and one batched computation beats the block loop.
 AUTO_REFERENCE_MAX_TOKENS = 1024
 
@@ -57,11 +58,11 @@ def mta_attention(
     Double backward (create_graph=True) is supported by "reference" and "chunked"; "triton" raises a
     RuntimeError when it is attempted.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     for name, kernel in (("kernel_pre", kernel_pre), ("kernel_post", kernel_post)):
-        _check_kernel(name, kernel, q)
+        check_kernel(name, kernel, q)
     for name, mixer in (("head_mix_pre", head_mix_pre), ("head_mix_post", head_mix_post)):
-        _check_mixer(name, mixer, q)
+        check_mixer(name, mixer, q)
     if not causal:
         raise ValueError("causal=False is not supported: MTA's query-direction convolution is defined causally")
     if scale is None:
@@ -86,7 +87,8 @@ def mta_attention(
             out = triton_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
             return _FirstOrderOnly.apply(out, "triton")
         if backend == "reference" or (backend == "auto" and q.shape[2] <= AUTO_REFERENCE_MAX_TOKENS):
-            return reference_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
+            return reference_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p),
+                                       conv=qk_conv_dispatch)
         return chunked_attention(q, k, v, **options, scale=float(scale), dropout_p=float(dropout_p))
 
 
@@ -141,68 +143,3 @@ class _FirstOrderOnly(torch.autograd.Function):
 def _triton_serves(q: torch.Tensor, dropout_p: float) -> bool:
     """Whether `auto` takes the triton backend: a CUDA tensor of a dtype it supports, and no dropout."""
     return q.device.type == "cuda" and triton_available(q.device) and q.dtype != torch.float64 and dropout_p == 0.0
-
-
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    for name, tensor in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != 4:
-            raise ValueError(f"{name} must have shape [B, H, N, d] (4 dimensions), got shape {tuple(tensor.shape)}")
-    if q.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
-    batch, n_heads, seq_len, head_dim = q.shape
-    if n_heads == 0:
-        raise ValueError(f"q must have at least one head (H >= 1), got shape {tuple(q.shape)}")
-    if head_dim == 0:
-        raise ValueError(f"q must have a head dim d >= 1, got shape {tuple(q.shape)}")
-    for name, tensor in (("k", k), ("v", v)):
-        if tensor.dtype != q.dtype or tensor.device != q.device:
-            raise ValueError(
-                f"{name} must match q's dtype and device ({q.dtype}, {q.device}), got ({tensor.dtype}, {tensor.device})"
-            )
-    if k.shape != (batch, k.shape[1], seq_len, head_dim):
-        raise ValueError(f"k must have shape [B={batch}, H_kv, N={seq_len}, d={head_dim}], got {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v must have shape [B={batch}, H_kv={k.shape[1]}, N={seq_len}, d_v], got {tuple(v.shape)}")
-    if k.shape[1] == 0 or n_heads % k.shape[1] != 0:
-        raise ValueError(f"the number of k/v heads must divide q's {n_heads} heads, got {k.shape[1]}")
-
-
-def _check_param_dtype(name: str, param: torch.Tensor, q: torch.Tensor) -> None:
-    if param.device != q.device:
-        raise ValueError(f"{name} must be on q's device {q.device}, got {param.device}")
-    allowed = {q.dtype, torch.float32} if q.dtype in (torch.float16, torch.bfloat16) else {q.dtype}
-    if param.dtype not in allowed:
-        expected = " or ".join(sorted(str(d) for d in allowed))
-        raise ValueError(f"{name} must have dtype {expected} (q is {q.dtype}), got {param.dtype}")
-
-
-def _check_kernel(name: str, kernel: torch.Tensor | None, q: torch.Tensor) -> None:
-    if kernel is None:
-        return
-    n_heads = q.shape[1]
-    if not isinstance(kernel, torch.Tensor) or kernel.dim() != 3:
-        raise ValueError(f"{name} must be a tensor of shape [H, c_q, c_k], got {_describe(kernel)}")
-    heads, c_q, c_k = kernel.shape
-    if heads != n_heads or c_q < 1 or c_k < 1:
-        raise ValueError(f"{name} must have shape [H={n_heads}, c_q>=1, c_k>=1], got {tuple(kernel.shape)}")
-    if c_k % 2 == 0:
-        raise ValueError(f"{name} must have an odd key width c_k (centred on the key), got c_k={c_k}")
-    _check_param_dtype(name, kernel, q)
-
-
-def _check_mixer(name: str, mixer: torch.Tensor | None, q: torch.Tensor) -> None:
-    if mixer is None:
-        return
-    n_heads = q.shape[1]
-    if not isinstance(mixer, torch.Tensor) or mixer.dim() != 3 or mixer.shape[1] != mixer.shape[2]:
-        raise ValueError(f"{name} must be a tensor of shape [G, c, c], got {_describe(mixer)}")
-    groups, size, _ = mixer.shape
-    if groups * size != n_heads:
-        raise ValueError(f"{name} must have G·c equal to the {n_heads} heads, got G={groups}, c={size}")
-    _check_param_dtype(name, mixer, q)
-
-
-def _describe(value: object) -> str:
-    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from .conv import qk_conv_dispatch
 from .reference import attention_weights, causal_future, compute_dtype, expand_kv
 
 SCORE_ELEMENTS_PER_BLOCK = 1 << 24
@@ -71,7 +72,7 @@ def block_output(
     rows = q_rows.shape[2]
     scores = torch.matmul(q_rows.to(keys.dtype), keys.transpose(-1, -2)) * scale
     future = causal_future(rows, keys.shape[2], row_start, q_rows.device)
-    weights = attention_weights(scores, future, *params)[:, :, block_start - row_start :]
+    weights = attention_weights(scores, future, *params, qk_conv_dispatch)[:, :, block_start - row_start :]
     if dropout_p > 0.0:
         keep = dropout_keep_mask(weights.shape, dropout_p, dropout_seed, block_start, weights.device)
         weights = weights * keep / (1.0 - dropout_p)

@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import _check_kernel, _check_mixer
 from .reference import compute_dtype, expand_kv, head_mix
+from .validation import check_kernel, check_mixer
 
 
 class StepResult(NamedTuple):
@@ -60,15 +60,20 @@ def mta_attention_step(
     weights_past: [B, H, c_q'-1, L-T], the rows of positions L-T-(c_q'-1) … L-T-1 that enter the post-softmax
         conv, as returned by the previous step; needed when kernel_post has c_q' > 1 and L > T.
     start: [B] integer, each row's first real position (left padding before it), in [0, L]; None: 0.
-    kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale: as `mta.ops.mta_attention`.
-    Returns a StepResult. No dropout: this is for inference.
+    kernel_pre, kernel_post, head_mix_pre, head_mix_post, scale: as `mta.ops.mta_attention` (kernels
+        [H, c_q, c_k], mixers [G, c, c]).
+    Dtypes as `mta.ops.mta_attention`: q, k, v and q_past float16, bfloat16, float32 or float64 alike; kernels and
+    mixers in q's dtype or float32; weights_past any floating dtype (returned in the compute dtype); half
+    precision is computed in float32.
+    Returns a StepResult: out [B, H, T, d_v] in q's dtype, and the queries and weights to pass next step. No
+    dropout: this is for inference.
     """
     batch, n_heads, new, head_dim = _check_step_inputs(q, k, v)
     total = k.shape[2]
     for name, kernel in (("kernel_pre", kernel_pre), ("kernel_post", kernel_post)):
-        _check_kernel(name, kernel, q)
+        check_kernel(name, kernel, q)
     for name, mixer in (("head_mix_pre", head_mix_pre), ("head_mix_post", head_mix_post)):
-        _check_mixer(name, mixer, q)
+        check_mixer(name, mixer, q)
     pre_rows = 0 if kernel_pre is None else kernel_pre.shape[1] - 1
     post_rows = 0 if kernel_post is None else kernel_post.shape[1] - 1
     q_past = _past("q_past", q_past, (batch, n_heads, pre_rows, head_dim), q, total - new, exact_dtype=True)

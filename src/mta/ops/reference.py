@@ -1,10 +1,13 @@
 """The reference Multi-Token Attention op: the N×N map materialised, docs/spec.md §1 step by step.
 
 This is the oracle every other backend is tested against. It favours clarity over speed and memory:
-it holds several [B, H, N, N] tensors at once.
+it holds several [B, H, N, N] tensors at once. It imports torch alone: the other backends build on it, never
+the other way round.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,38 +21,21 @@ def qk_conv(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Returns [B, H, R, M]: out[h, i, j] = Σ_a Σ_b kernel[h, a, b] · scores[h, i-(c_q-1)+a, j-(c_k-1)/2+b],
     reading zeros above row 0 and outside [0, M) along keys.
 
-    Eagerly this is the Triton stencil of mta.ops.triton.stencil for float32 maps on a GPU (cuDNN's depthwise
-    convolution is slow on such maps) and a depthwise convolution otherwise (oneDNN, cuDNN); under torch.compile
-    the sum of shifted maps (`shifted_sum_conv`), which the compiler fuses.
+    Eagerly a depthwise convolution (oneDNN, cuDNN); under torch.compile the sum of shifted maps
+    (`shifted_sum_conv`), which the compiler fuses. On a GPU cuDNN's depthwise convolution is slow on large float32
+    maps: `conv.qk_conv_dispatch` runs the Triton stencil there for the backends (this module imports torch only).
     """
     n_heads, c_q, c_k = kernel.shape
     kernel = kernel.to(scores.dtype)
-    compiling = torch.compiler.is_compiling()
-    if not compiling and _stencil_serves(scores):
-        from .triton.stencil import qk_conv_stencil
-
-        return qk_conv_stencil(scores, kernel)
     half = (c_k - 1) // 2
     padded = F.pad(scores, (half, half, c_q - 1, 0))
-    if compiling:
+    if torch.compiler.is_compiling():
         return shifted_sum_conv(padded, kernel)
     if padded.device.type == "cpu" and not torch._C._functorch.is_batchedtensor(padded):
         # oneDNN's depthwise convolution is several times faster, forward and backward, in channels-last layout
         # (vmap, used by the stacked toy trainer, cannot change memory formats).
         padded = padded.contiguous(memory_format=torch.channels_last)
     return F.conv2d(padded, kernel.unsqueeze(1), groups=n_heads).contiguous()
-
-
-def _stencil_serves(scores: torch.Tensor) -> bool:
-    """Whether the Triton stencil can compute qk_conv(scores, ·): float32 maps of fewer than 2^31 elements on a
-    GPU, outside vmap (the stacked toy trainer), with Triton installed. (Imported here: mta.ops.triton imports this
-    module.)"""
-    if (scores.device.type != "cuda" or scores.dtype != torch.float32 or scores.shape[-2] * scores.shape[-1] >= 2**31
-            or torch._C._functorch.is_batchedtensor(scores)):
-        return False
-    from .triton import TRITON_INSTALLED
-
-    return TRITON_INSTALLED
 
 
 def shifted_sum_conv(padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -117,21 +103,22 @@ def attention_weights(
     kernel_post: torch.Tensor | None,
     head_mix_pre: torch.Tensor | None,
     head_mix_post: torch.Tensor | None,
+    conv: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = qk_conv,
 ) -> torch.Tensor:
     """From scaled logits to final attention weights, docs/spec.md §1 without dropout.
 
     scores: [B, H, R, M] scaled Q·Kᵀ in the compute dtype (float32 or float64, so the softmax is at least
-    float32); future: bool [R, M].
+    float32); future: bool [R, M]; conv: the q–k convolution, `qk_conv` or a faster equal (`conv.qk_conv_dispatch`).
     Rows whose conv sources lie outside `scores` see zeros there; callers discard such rows.
     Returns [B, H, R, M] in scores' dtype.
     """
     if kernel_pre is not None:
-        scores = qk_conv(scores.masked_fill(future, 0.0), kernel_pre)
+        scores = conv(scores.masked_fill(future, 0.0), kernel_pre)
     if head_mix_pre is not None:
         scores = head_mix(scores, head_mix_pre)
     weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
     if kernel_post is not None:
-        weights = qk_conv(weights, kernel_post).masked_fill(future, 0.0)
+        weights = conv(weights, kernel_post).masked_fill(future, 0.0)
     if head_mix_post is not None:
         weights = head_mix(weights, head_mix_post)
     return weights
@@ -159,10 +146,14 @@ def reference_attention(
     head_mix_post: torch.Tensor | None = None,
     scale: float,
     dropout_p: float,
+    conv: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = qk_conv,
 ) -> torch.Tensor:
     """Causal MTA, materialising the [B, H, N, N] map (docs/spec.md §1). Inputs are validated by `mta_attention`.
 
     q: [B, H, N, d]; k, v: [B, H_kv, N, d]. Half-precision inputs are computed in float32.
+    conv: the q–k convolution. The oracle's default is `qk_conv`, a depthwise convolution on every device (on a
+    GPU cuDNN's, slow on large maps: speed is secondary here); `mta_attention` passes `conv.qk_conv_dispatch`,
+    which runs the Triton stencil on float32 maps on a GPU.
     Returns [B, H, N, d] in q's dtype.
     """
     dtype = compute_dtype(q.dtype)
@@ -171,7 +162,7 @@ def reference_attention(
     v = expand_kv(v, n_heads).to(dtype)
     scores = torch.matmul(q.to(dtype), k.transpose(-1, -2)) * scale
     future = causal_future(seq_len, seq_len, 0, q.device)
-    weights = attention_weights(scores, future, kernel_pre, kernel_post, head_mix_pre, head_mix_post)
+    weights = attention_weights(scores, future, kernel_pre, kernel_post, head_mix_pre, head_mix_post, conv)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return torch.matmul(weights, v).to(q.dtype)
