@@ -2,7 +2,11 @@
 gradient, pre- and/or post-softmax mixing, grouped-query heads, several groups, odd N, head dims that are not
 powers of 2. Without a GPU they run under TRITON_INTERPRET=1 (tiny shapes, float32 and float16)."""
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +117,19 @@ def test_not_twice_differentiable():
     out = mixed_heads_attention(q, k, v, mixer, mixer, 0.5)
     with pytest.raises(RuntimeError, match="not twice differentiable"):
         torch.autograd.grad(out.sum(), q, create_graph=True)
+
+
+@pytest.mark.skipif(CUDA, reason="the GPU compiles the kernels in the other tests")
+def test_every_launch_compiles_for_hopper_within_its_shared_memory(tmp_path):
+    """Without a GPU, each launch of a call (forward, δ, dq, dk, dv) in bf16 compiles for sm_90 with Triton's own
+    ptxas, within an H100's shared memory per block: the interpreter cannot catch a kernel that does not lower or
+    does not fit. (A subprocess: the kernels compile only with the interpreter off.)"""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), env.get("PYTHONPATH", "")])
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "compile_report.py"), "--configs",
+                           "16,16,16,32,8,1", "--out", str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["launch"] for row in rows] == ["forward", "delta", "dq", "dk", "dv"]

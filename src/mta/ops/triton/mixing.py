@@ -52,12 +52,12 @@ class MixConfig:
 
 # GPU autotuning candidates (the interpreter takes MixConfig()). A program holds [C, rows, cols] score tiles and a
 # [C, rows, block_d] accumulator for all C heads of a group, so the tiles are small; outputs wider than block_d
-# are split over programs that each recompute the scores.
+# are split over programs that each recompute the scores. Compiled for sm_90 (benchmarks/compile_report.py,
+# results/perf/mixing_compile_report.json), wider tiles spill registers heavily.
 CONFIGS = (
     MixConfig(16, 16, 16, 32, 8, 1),
     MixConfig(16, 16, 16, 64, 8, 1),
     MixConfig(16, 16, 32, 32, 8, 1),
-    MixConfig(16, 32, 16, 32, 8, 1),
 )
 
 
