@@ -9,6 +9,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
+import warnings
 
 
 def transformers_supported() -> bool:
@@ -60,7 +61,11 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         self.loader.exec_module(module)
-        importlib.import_module("mta.models.hf")
+        try:
+            importlib.import_module("mta.models.hf")
+        except Exception as error:  # never break the user's `import transformers` over mta's registration
+            warnings.warn(f"mta could not register its models with transformers' Auto classes: {error!r}",
+                          RuntimeWarning, stacklevel=2)
 
     def __getattr__(self, name):  # the wrapped loader's other methods (get_resource_reader, is_package, ...)
         return getattr(self.loader, name)
