@@ -14,9 +14,11 @@ and a second normalises, mixes and multiplies by V. The backward, with dY = dO v
 dX = P ⊙ (dP − δ) with δ_o = rowsum(P_o ⊙ dP_o), dS_i = Σ_o W[i, o] dX_o:
     dq_i = scale · dS_i k_i,  dk_i = scale · dS_iᵀ q_i,  dv_o = Y_oᵀ dO_o,
     dW[i, o] = Σ S_i ⊙ dX_o,  dW'[i, o] = Σ P_i ⊙ dY_o,
-runs as a query-major kernel (δ, then dq and the mixer gradients as per-program partial sums, added up in
-PyTorch: deterministic) and a key-major kernel (dk, dv). Every score is recomputed, nothing N×N is stored:
-memory is O(N) per head beyond the inputs and gradients.
+runs as launches of a query-major kernel (δ, when there is post-softmax mixing; then dq, and the mixer
+gradients as per-tile partial sums added up in PyTorch: deterministic) and of a key-major kernel (dk, then dv).
+A program holds every head of its group, so its tiles are small: q·kᵀ and dO·vᵀ are summed over column chunks,
+and each output is split over programs of `block_d` columns that each recompute the scores. Nothing N×N is
+stored: memory is O(N) per head beyond the inputs and gradients.
 """
 
 from __future__ import annotations
