@@ -217,8 +217,9 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
                            BLOCK_D: tl.constexpr, DELTA_ONLY: tl.constexpr, PRECISION: tl.constexpr,
                            MIX_PRECISION: tl.constexpr):
     """Grid (query tiles, B·G, d chunks). With DELTA_ONLY (post-softmax mixing; one chunk): δ = rowsum(P ⊙ dP)
-    of the tile's rows into DELTA. Otherwise dq [C, rows, chunk] from DELTA's δ, and from chunk 0 the tile's
-    partial mixer gradients [C, C] at DWPRE/DWPOST[g, b, tile] of [G, B, SLOTS] slots."""
+    of the tile's rows into DELTA and the tile's partial gradient of the post-softmax mixer [C, C] at
+    DWPOST[g, b, tile] of [G, B, SLOTS] slots. Otherwise dq [C, rows, chunk] from DELTA's δ, and from chunk 0 the
+    tile's partial gradient of the pre-softmax mixer at DWPRE[g, b, tile]."""
     m0 = tl.program_id(0) * BLOCK_M
     b, g, heads, kv_heads = _group(G, H, HKV, C)
     Q += b * H * N * HD
@@ -237,28 +238,30 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
     wpre_back = _mixer(WPRE, g, C, False) if HAS_PRE else 0.0
     wpost_back = _mixer(WPOST, g, C, False) if HAS_POST else 0.0
     end = tl.minimum(m0 + BLOCK_M, N)
-    if DELTA_ONLY:
+    program = ((g * tl.num_programs(1) // G + b) * SLOTS + tl.program_id(0)) * C * C
+    square = tl.arange(0, C)[:, None] * C + tl.arange(0, C)[None, :]
+    if DELTA_ONLY:  # δ and the post-softmax mixer's gradient, which needs no δ
         delta = tl.zeros([C, BLOCK_M], dtype=tl.float32)
+        dwpost = tl.zeros([C, C], dtype=tl.float32)
         for n0 in range(0, end, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             _, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
                                   BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
             dy = _dots(DO, V, heads, kv_heads, rows, cols, N, DV, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+            dwpost += _gram(p, dy, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             delta += tl.sum(p * _mix(dy, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION), 2)
         tl.store(DELTA + stats, delta, mask=rows[None, :] < N)
+        tl.store(DWPOST + program + square, dwpost)
         return
     delta = tl.load(DELTA + stats, mask=rows[None, :] < N, other=0.0)
     dq = tl.zeros([C, BLOCK_M, BLOCK_D], dtype=tl.float32)
     dwpre = tl.zeros([C, C], dtype=tl.float32)
-    dwpost = tl.zeros([C, C], dtype=tl.float32)
     for n0 in range(0, end, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         s, p = _probabilities(Q, K, heads, kv_heads, rows, cols, wpre, lse, N, HD, scale, C, HAS_PRE, BLOCK_M,
                               BLOCK_N, BLOCK_K, PRECISION, MIX_PRECISION)
         dp = _dots(DO, V, heads, kv_heads, rows, cols, N, DV, C, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         if HAS_POST:
-            if first:
-                dwpost += _gram(p, dp, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
             dp = _mix(dp, wpost_back, C, BLOCK_M, BLOCK_N, MIX_PRECISION)
         ds = p * (dp - delta[:, :, None])
         if HAS_PRE:
@@ -268,13 +271,8 @@ def _backward_query_kernel(Q, K, V, WPRE, WPOST, DO, LSE, DELTA, DQ, DWPRE, DWPO
         k = _load_rows(K, kv_heads, cols, dims, N, HD)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     _store_rows(DQ, dq * scale, heads, rows, dims, N, HD)
-    if first:
-        program = ((g * tl.num_programs(1) // G + b) * SLOTS + tl.program_id(0)) * C * C
-        square = tl.arange(0, C)[:, None] * C + tl.arange(0, C)[None, :]
-        if HAS_PRE:
-            tl.store(DWPRE + program + square, dwpre)
-        if HAS_POST:
-            tl.store(DWPOST + program + square, dwpost)
+    if HAS_PRE and first:
+        tl.store(DWPRE + program + square, dwpre)
 
 
 @triton.jit
