@@ -18,6 +18,10 @@ from .paths import output_directory
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
 
+# Public for scripts that train toy runs with `mta toy train`'s flags (experiments/toy_reach.py) or name runs as
+# `mta toy sweep` does (experiments/toy_table1.py).
+__all__ = ["add_train_arguments", "register", "sweep_run_name", "task_mismatch", "train_config_from_args"]
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `toy` command to ``subparsers``; return its parser (sub-commands hang off ``toy_command``)."""
