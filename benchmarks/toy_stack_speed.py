@@ -24,8 +24,7 @@ import traceback
 from pathlib import Path
 
 from profiling import fill_defaults, first_line, profile_calls, synchronize, write_json_atomic
-from mta.train.toy import COMPILE_MODES, ToyTrainConfig, _ToyRun
-from mta.train.toy_stack import _Stack
+from mta.train import COMPILE_MODES, ToyRun, ToyStack, ToyTrainConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "perf" / "toy_stack_speed.json"
 FULL = {"runs": 18, "steps": 50, "warmup": 10, "model": {}}
@@ -46,10 +45,10 @@ def measure(arch: str, mode: str, args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory() as work:
             configs = stack_configs(arch, mode, args)
             if args.lone:
-                trainer = _ToyRun(configs[0], Path(work) / "r0")
+                trainer = ToyRun(configs[0], Path(work) / "r0")
                 step = trainer.train_step
             else:
-                trainer = _Stack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
+                trainer = ToyStack(configs, [Path(work) / f"r{i}" for i in range(len(configs))], None)
 
                 def step() -> None:
                     trainer.train_step(configs[0].lr)

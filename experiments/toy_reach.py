@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from mta.cli.toy import add_train_arguments, train_config_from_args  # noqa: E402
-from mta.layers.config import _check_kernel  # noqa: E402
+from mta.layers import check_kernel_size  # noqa: E402
 from mta.train import ToyTrainConfig, train_toy  # noqa: E402
 from toy_table1 import collect  # noqa: E402
 
@@ -57,7 +57,7 @@ def kernel(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected C_QxC_K such as 2x9, got {text!r}") from None
     try:
-        return _check_kernel("kernel", (c_q, c_k))
+        return check_kernel_size("kernel", (c_q, c_k))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

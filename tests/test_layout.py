@@ -77,3 +77,23 @@ def test_public_api_is_documented_with_shapes():
     for name in names - {"list_presets"}:  # list_presets returns names, no tensor
         assert "[B, " in getattr(mta, name).__doc__, name
     assert mta.list_presets.__doc__
+
+
+SCRIPTS = sorted(path for folder in ("experiments", "benchmarks") for path in (PACKAGE.parents[1] / folder).glob("*.py"))
+
+
+def private_imports(path: Path) -> list[str]:
+    """The private names (a part with a leading underscore) that the script `path` imports from mta."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mta":
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.split(".")[0] == "mta"]
+    return [name for name in found if any(part.startswith("_") for part in name.split("."))]
+
+
+def test_scripts_import_public_names_only():
+    assert SCRIPTS, "no experiment or benchmark scripts found"
+    private = {path.name: names for path in SCRIPTS if (names := private_imports(path))}
+    assert not private, f"scripts import private names from mta: {private}"

@@ -1,6 +1,8 @@
 """The command line in-process: `mta toy train`, `mta toy eval`, `mta demo`, `mta backends` and `mta info`, with tiny
 settings."""
 
+import argparse
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +10,9 @@ import pytest
 import mta
 from mta.cli import build_parser, main
 from mta.cli.demo import DEMO
+from mta.cli.toy import add_train_arguments, train_config_from_args
 from mta.data import toy
+from mta.train import ToyTrainConfig
 
 TINY = ["--n-block", "3", "--num-blocks", "3", "--steps", "4", "--batch-size", "4", "--warmup", "2",
         "--eval-every", "2", "--eval-samples", "4", "--dim", "16", "--layers", "1", "--no-progress"]
@@ -28,6 +32,22 @@ def test_toy_train_defaults_are_the_papers():
                                                                                       (0.9, 0.98))
     assert (args.dim, args.layers, args.heads, args.dropout, args.patience) == (256, 4, 2, 0.1, 3)
     assert args.num_blocks is None  # resolved from --n-block / --n-query
+
+
+def test_toy_train_flags_give_back_every_config_field():
+    """A config's flags (add_train_arguments with it as the defaults) parse back to it: every ToyTrainConfig field
+    is read from its flag, none is copied by hand."""
+    config = ToyTrainConfig(arch="transformer", variant="first", n_block=4, n_query=3, num_blocks=5, seed=7, steps=11,
+                            batch_size=3, lr=2e-3, warmup=5, betas=(0.8, 0.9), weight_decay=0.1, grad_clip=1.0,
+                            eval_every=6, eval_samples=9, eval_seed=123, patience=2, log_every=4, device="cpu",
+                            precision="fp32", data="tensor", compile="default",
+                            model=dict(dim=32, n_layers=3, n_heads=4, dropout=0.2, backend="reference"))
+    defaults = ToyTrainConfig()
+    assert all(getattr(config, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(ToyTrainConfig))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, config)
+    args = parser.parse_args(["--eval-seed", "123"])  # its default is always None: seed + 1000
+    assert train_config_from_args(args, config.arch) == config
 
 
 def test_toy_train_then_eval(tmp_path, capsys):

@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # 
 from mta.cli import main  # noqa: E402
 from mta.models import DecoderLM, get_preset  # noqa: E402
 from mta.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from mta.models.hf import MTAForCausalLM  # noqa: E402
-from mta.models.retrofit import retrofit_config  # noqa: E402
+from mta.models.hf import FIELDS, MTAForCausalLM  # noqa: E402
+from mta.models.retrofit import LLAMA_FIELDS, retrofit_config  # noqa: E402
 
 VOCAB = 67
 
@@ -114,6 +114,18 @@ def test_retrofit_refuses_what_the_decoder_cannot_represent(overrides, message):
         setattr(config, name, value)
     with pytest.raises(ValueError, match=message):
         retrofit_config(config)
+
+
+def test_retrofit_config_takes_every_field_llama_shares():
+    """Every MTAConfig field a LlamaConfig also has, and the special tokens, come from the Llama (RoPE's base from
+    rope_parameters): a field added to MTAConfig that Llama has cannot be left at its default."""
+    llama = tiny_llama().config
+    shared = {name for name in FIELDS if name in llama.to_dict()} - {"rope_theta"}
+    assert set(LLAMA_FIELDS) == shared | {"bos_token_id", "eos_token_id", "pad_token_id"}
+    config = retrofit_config(llama)
+    for name in LLAMA_FIELDS:
+        assert getattr(config, name) == getattr(llama, name), name
+    assert config.rope_theta == 500.0
 
 
 def test_retrofit_refuses_rope_scaling():

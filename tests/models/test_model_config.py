@@ -1,9 +1,13 @@
 """ModelConfig validation, per-layer attention configs and the named presets (docs/spec.md §3, §5)."""
 
+import dataclasses
+
 import pytest
 
 from mta.data.toy import VOCAB_SIZE as TOY_VOCAB_SIZE
+from mta.layers import AttentionConfig
 from mta.models import ModelConfig, get_preset, list_presets
+from mta.models.config import ATTENTION_FIELDS
 
 SIZES = {"300M": (1024, 20, 16, 64), "550M": (1280, 24, 10, 128), "880M": (1536, 24, 16, 96), "1B": (2048, 24, 16, 128)}
 FAMILIES = ("transformer", "diff", "talking_heads", "mta")
@@ -100,3 +104,25 @@ def test_invalid_field_is_named(preset, overrides, field):
 def test_attention_config_layer_out_of_range():
     with pytest.raises(ValueError, match="^layer:"):
         ModelConfig(vocab_size=8, dim=16, n_layers=2, n_heads=2).attention_config(2)
+
+
+def test_attention_config_derives_every_field():
+    """Each AttentionConfig field comes from the ModelConfig field of the same name, except the per-layer
+    layer_index and head_dim (dim // n_heads): a new field of both cannot be left behind."""
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    attention_fields = {f.name for f in dataclasses.fields(AttentionConfig)}
+    assert set(ATTENTION_FIELDS) == attention_fields & model_fields
+    assert attention_fields - model_fields == {"head_dim", "layer_index"}
+    # Every shared field off its default, so a field that is not passed on shows.
+    cfg = ModelConfig(vocab_size=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, rope_theta=1e4, attention="mta",
+                      pre_kernel=(2, 3), post_kernel=(3, 1), pre_mix_group=2, post_mix_group=4, group_norm=True,
+                      depth_scaling=True, gate=True, qk_conv_layers=(1,), dropout=0.1, backend="reference")
+    defaults = AttentionConfig(dim=2, n_heads=1)
+    for layer in range(cfg.n_layers):
+        attention = cfg.attention_config(layer)
+        convolutions = layer == 1
+        for name in ATTENTION_FIELDS:
+            expected = getattr(cfg, name) if convolutions or name not in ("pre_kernel", "post_kernel") else None
+            assert getattr(attention, name) == expected, (layer, name)
+            assert expected is None or getattr(attention, name) != getattr(defaults, name), name
+        assert (attention.layer_index, attention.head_dim) == (layer, cfg.dim // cfg.n_heads)

@@ -114,11 +114,11 @@ def test_toy_training_stopped_and_killed_resumes_to_the_same_weights(tmp_path):
                "--log-every", "2", "--no-progress"]
     reference, faulty = tmp_path / "reference", tmp_path / "faulty"
     assert run([*command, "--out", str(reference)])[0] == 0
-    code, stderr = run([*command, "--out", str(faulty)], ("mta.train.toy:_ToyRun", "train_step", 3, "SIGTERM"))
+    code, stderr = run([*command, "--out", str(faulty)], ("mta.train.toy:ToyRun", "train_step", 3, "SIGTERM"))
     assert code == 130 and "step-00000003, and --resume goes on from there" in stderr
     # Resumed, stopped again by SIGTERM in its third step (step 6), and killed while writing that state:
     code, stderr = run([*command, "--out", str(faulty), "--resume"],
-                       ("mta.train.toy:_ToyRun", "train_step", 3, "SIGTERM"), ("torch", "save", 1, "SIGKILL"))
+                       ("mta.train.toy:ToyRun", "train_step", 3, "SIGTERM"), ("torch", "save", 1, "SIGKILL"))
     assert code == -signal.SIGKILL
     assert [path.name for path in ckpt.list_checkpoints(faulty)] == ["step-00000003"]  # the older state is intact
     assert run([*command, "--out", str(faulty), "--resume"])[0] == 0

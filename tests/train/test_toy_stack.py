@@ -121,7 +121,7 @@ def test_stacked_losses_trace_into_one_graph(tmp_path, arch):
     # The "equals eager" test above cannot see torch.compile skipping the frame and running eagerly, which it
     # once did for the MTA stack on an H200: the losses must trace whole, without graph breaks.
     configs = [ToyTrainConfig(arch=arch, n_block=3, seed=seed, steps=1, **TINY) for seed in (1, 2)]
-    stack = toy_stack._Stack(configs, [tmp_path / "a", tmp_path / "b"], None)
+    stack = toy_stack.ToyStack(configs, [tmp_path / "a", tmp_path / "b"], None)
     explanation = torch._dynamo.explain(stack._stacked_losses)(stack.params, stack.buffers, *stack.next_batches())
     for run in stack.runs:
         run.log.close()

@@ -79,7 +79,7 @@ def test_time_limit_ends_the_run_evaluated_and_saved(tmp_path):
 
 def interrupt_at(monkeypatch, step):
     """Make the next run raise KeyboardInterrupt once `step` steps are done (later runs train normally)."""
-    real_step, fired = toy_train._ToyRun.train_step, []
+    real_step, fired = toy_train.ToyRun.train_step, []
 
     def step_then_interrupt(run):
         if run.step == step and not fired:
@@ -87,7 +87,7 @@ def interrupt_at(monkeypatch, step):
             raise KeyboardInterrupt
         return real_step(run)
 
-    monkeypatch.setattr(toy_train._ToyRun, "train_step", step_then_interrupt)
+    monkeypatch.setattr(toy_train.ToyRun, "train_step", step_then_interrupt)
 
 
 def test_interrupt_saves_checkpoint_and_result(tmp_path, monkeypatch):

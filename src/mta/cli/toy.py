@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -17,6 +18,10 @@ from mta.train import checkpoint_state as ckpt
 from .paths import output_directory
 from mta.train import (ARCHS, COMPILE_MODES, DATA_SOURCES, PRECISIONS, ToyTrainConfig, autocast_dtype, resolve_device,
                        train_toy, train_toy_stack)
+
+# Public for scripts that train toy runs with `mta toy train`'s flags (experiments/toy_reach.py) or name runs as
+# `mta toy sweep` does (experiments/toy_table1.py).
+__all__ = ["add_train_arguments", "register", "sweep_run_name", "task_mismatch", "train_config_from_args"]
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -140,30 +145,10 @@ def train_config_from_args(args: argparse.Namespace, arch: str, **task) -> ToyTr
     model = dict(dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=args.dropout, backend=args.backend)
     if args.kernel is not None and arch == "mta":
         model["pre_kernel"] = tuple(args.kernel)
-    task = {"variant": args.variant, "n_block": args.n_block, "seed": args.seed, **task}
-    return ToyTrainConfig(
-        arch=arch,
-        **task,
-        n_query=args.n_query,
-        num_blocks=args.num_blocks,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup,
-        betas=tuple(args.betas),
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        eval_every=args.eval_every,
-        eval_samples=args.eval_samples,
-        eval_seed=args.eval_seed,
-        patience=args.patience,
-        log_every=args.log_every,
-        device=args.device,
-        precision=args.precision,
-        data=args.data,
-        model=model,
-        compile=args.compile,
-    )
+    # Every other field has a flag of its name (add_train_arguments); the model flags go into `model`.
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(ToyTrainConfig)
+             if f.name not in ("arch", "model")}
+    return ToyTrainConfig(**{**flags, "betas": tuple(args.betas), **task}, arch=arch, model=model)
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """Attention layers built on `mta.ops.mta_attention` (docs/spec.md §2) and the paper's baselines (§3)."""
 
 from .attention import MultiTokenAttention, SoftmaxAttention, TalkingHeadsAttention
-from .config import MTA_OPTIONS, AttentionConfig, lambda_init
+from .config import MTA_OPTIONS, AttentionConfig, check_kernel_size, lambda_init
 from .diff import DiffAttention
 from .factory import ATTENTION_KINDS, build_attention
 from .norm import RMSNorm
@@ -20,5 +20,6 @@ __all__ = [
     "TalkingHeadsAttention",
     "apply_rope",
     "build_attention",
+    "check_kernel_size",
     "lambda_init",
 ]

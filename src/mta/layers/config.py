@@ -73,8 +73,8 @@ class AttentionConfig:
             raise ValueError(f"dropout: got {self.dropout!r}, expected a number in [0, 1)")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: got {self.backend!r}, expected one of {BACKENDS}")
-        self.pre_kernel = _check_kernel("pre_kernel", self.pre_kernel)
-        self.post_kernel = _check_kernel("post_kernel", self.post_kernel)
+        self.pre_kernel = check_kernel_size("pre_kernel", self.pre_kernel)
+        self.post_kernel = check_kernel_size("post_kernel", self.post_kernel)
         for name in ("pre_mix_group", "post_mix_group"):
             group = getattr(self, name)
             if group is not None and (not _is_int(group) or group < 1 or self.n_heads % group):
@@ -98,8 +98,12 @@ def check_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
 
 
-def _check_kernel(name: str, kernel: object) -> tuple[int, int] | None:
-    """Validate a (c_q, c_k) pair; lists (from JSON) become tuples."""
+def check_kernel_size(name: str, kernel: object) -> tuple[int, int] | None:
+    """Validate the size of an MTA convolution kernel, as AttentionConfig checks pre_kernel and post_kernel.
+
+    kernel: None or a pair of integers (c_q, c_k), c_q >= 1 and c_k >= 1 odd; a list (from JSON) is accepted.
+    Returns the pair as a tuple[int, int] (None for None); raises a ValueError naming `name` otherwise.
+    """
     if kernel is None:
         return None
     if not isinstance(kernel, (tuple, list)) or len(kernel) != 2 or not all(_is_int(c) for c in kernel):

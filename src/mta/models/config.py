@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from mta.layers import ATTENTION_KINDS, MTA_OPTIONS, AttentionConfig
 
@@ -83,22 +83,10 @@ class ModelConfig:
         return self._attention_config(layer, convolutions)
 
     def _attention_config(self, layer: int, convolutions: bool) -> AttentionConfig:
-        return AttentionConfig(
-            dim=self.dim,
-            n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads,
-            rope_theta=self.rope_theta,
-            dropout=self.dropout,
-            backend=self.backend,
-            pre_kernel=self.pre_kernel if convolutions else None,
-            post_kernel=self.post_kernel if convolutions else None,
-            pre_mix_group=self.pre_mix_group,
-            post_mix_group=self.post_mix_group,
-            group_norm=self.group_norm,
-            depth_scaling=self.depth_scaling,
-            gate=self.gate,
-            layer_index=layer,
-        )
+        shared = {name: getattr(self, name) for name in ATTENTION_FIELDS}
+        if not convolutions:
+            shared.update(pre_kernel=None, post_kernel=None)
+        return AttentionConfig(**shared, layer_index=layer)
 
     def _check_qk_conv_layers(self) -> None:
         if self.qk_conv_layers is None:
@@ -113,6 +101,11 @@ class ModelConfig:
                 raise ValueError(
                     f"qk_conv_layers: got {self.qk_conv_layers!r}, expected indices in [0, n_layers={self.n_layers})"
                 )
+
+
+# The AttentionConfig fields a ModelConfig sets in every layer: those of the same name. AttentionConfig's others are
+# per layer (layer_index) or derived (head_dim = dim // n_heads).
+ATTENTION_FIELDS = tuple(f.name for f in fields(AttentionConfig) if f.name in {g.name for g in fields(ModelConfig)})
 
 
 def _check_positive_int(name: str, value: object) -> None:

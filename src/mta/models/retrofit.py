@@ -37,6 +37,12 @@ _LAYER_WEIGHTS = {
 }
 _ROTARY = ("attention.wq.weight", "attention.wk.weight")
 
+# The LlamaConfig fields an MTAConfig takes unchanged (the same names in both). RoPE's base comes from Llama's
+# rope_parameters (_rope_theta), the MTA options from retrofit_config's arguments.
+LLAMA_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
+                "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id")
+
 
 def retrofit_config(
     llama_config,
@@ -61,16 +67,8 @@ def retrofit_config(
     layers = list(range(2, llama_config.num_hidden_layers, 4)) if mta_layers is None else list(mta_layers)
     convolutions = pre_kernel is not None or post_kernel is not None
     return MTAConfig(
-        vocab_size=llama_config.vocab_size,
-        hidden_size=llama_config.hidden_size,
-        num_hidden_layers=llama_config.num_hidden_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=llama_config.num_key_value_heads,
-        intermediate_size=llama_config.intermediate_size,
-        rms_norm_eps=llama_config.rms_norm_eps,
+        **{name: getattr(llama_config, name) for name in LLAMA_FIELDS},
         rope_theta=_rope_theta(llama_config),
-        max_position_embeddings=llama_config.max_position_embeddings,
-        tie_word_embeddings=llama_config.tie_word_embeddings,
         attention_type="mta",
         pre_kernel=None if pre_kernel is None else list(pre_kernel),
         post_kernel=None if post_kernel is None else list(post_kernel),
@@ -79,10 +77,6 @@ def retrofit_config(
         group_norm=group_norm,
         gate=gate,
         qk_conv_layers=layers if convolutions else None,
-        attention_dropout=llama_config.attention_dropout,
-        bos_token_id=llama_config.bos_token_id,
-        eos_token_id=llama_config.eos_token_id,
-        pad_token_id=llama_config.pad_token_id,
     )
 
 

@@ -7,8 +7,8 @@ from .metrics import JsonlLog
 from .runtime import PRECISIONS, autocast_dtype, resolve_device
 from .schedule import lr_factor, warmup_schedule
 from .stream import SeededBatches
-from .toy import ARCHS, COMPILE_MODES, DATA_SOURCES, ToyTrainConfig, train_toy
-from .toy_stack import train_toy_stack
+from .toy import ARCHS, COMPILE_MODES, DATA_SOURCES, ToyRun, ToyTrainConfig, train_toy
+from .toy_stack import ToyStack, train_toy_stack
 
 __all__ = [
     "ARCHS",
@@ -19,6 +19,8 @@ __all__ = [
     "PARALLEL",
     "PRECISIONS",
     "SeededBatches",
+    "ToyRun",
+    "ToyStack",
     "ToyTrainConfig",
     "autocast_dtype",
     "lr_factor",

@@ -155,7 +155,7 @@ def train_toy(config: ToyTrainConfig, out_dir: str | Path, progress: bool = True
     docstring); ValueError if there is none, unless missing_ok (then start afresh); CheckpointError if that state
     belongs to another run.
     """
-    run = _ToyRun(config, Path(out_dir), max_minutes, resume, missing_ok)
+    run = ToyRun(config, Path(out_dir), max_minutes, resume, missing_ok)
     with StopRequest() as stop, JsonlLog(run.out_dir / "metrics.jsonl", append=run.step > 0) as log:
         try:
             run.train(log, progress, stop)
@@ -213,8 +213,15 @@ class TrainingStream:
         return {"python_rng": self.samples.state()}
 
 
-class _ToyRun:
-    """The state of one run: model, optimiser, data, evaluations so far and how the run ended."""
+class ToyRun:
+    """The state of one toy run (what `train_toy` trains): model, optimiser, data, evaluations so far and how the
+    run ended.
+
+    config: the run's ToyTrainConfig; out_dir: its run directory (Path), created if missing; max_minutes: wall-time
+    cap or None; resume: continue from the training state in out_dir (missing_ok: start afresh if there is none).
+    `train_step()` takes one optimiser step on a fresh batch of inputs, targets [B, T] and returns the loss, a
+    0-dim tensor; `device` is the torch.device it trains on.
+    """
 
     def __init__(self, config: ToyTrainConfig, out_dir: Path, max_minutes: float | None = None,
                  resume: bool = False, missing_ok: bool = False):

@@ -70,7 +70,7 @@ def train_toy_stack(configs: list[ToyTrainConfig], out_dirs: list[str | Path], p
     """
     _check_stack(configs, out_dirs)
     configs = [dataclasses.replace(c, data="tensor") if c.data == "auto" else c for c in configs]
-    stack = _Stack(configs, [Path(d) for d in out_dirs], max_minutes)
+    stack = ToyStack(configs, [Path(d) for d in out_dirs], max_minutes)
     try:
         stack.train(progress)
     except KeyboardInterrupt:
@@ -100,8 +100,14 @@ def _check_stack(configs: list[ToyTrainConfig], out_dirs: list) -> None:
                              "('tensor' or 'auto')")
 
 
-class _Stack:
-    """The stacked parameters, their optimiser and the runs still training."""
+class ToyStack:
+    """R toy runs trained as one stack (what `train_toy_stack` trains): the stacked parameters, their optimiser and
+    the runs still training.
+
+    configs: the R runs' ToyTrainConfigs (one architecture, compile mode, device and precision); out_dirs: their R run
+    directories (Paths); max_minutes: wall-time cap or None. `train_step(lr)` takes one AdamW step of every run on
+    its own batch of inputs, targets [R, B, T] and returns the losses [R]; `device` is the torch.device it trains on.
+    """
 
     def __init__(self, configs: list[ToyTrainConfig], out_dirs: list[Path], max_minutes: float | None):
         first = configs[0]
