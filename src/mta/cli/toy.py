@@ -225,7 +225,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _register_eval(toy_sub) -> None:
     p = toy_sub.add_parser("eval", help="teacher-forced error of a checkpoint on a JSONL file")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. a `toy train` --out)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. a `toy train` --out), or a `mta train` run directory "
+                                                 "(its newest checkpoint)")
     p.add_argument("--data", required=True, help='JSONL file, one {"src": ..., "tgt": ...} per line')
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
@@ -237,7 +238,7 @@ def _eval(args: argparse.Namespace) -> None:
     if not Path(args.data).is_file():
         raise ValueError(f"--data: {args.data} is not a file (expected JSONL samples, e.g. from `mta toy generate`)")
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, device)
+    model = load_checkpoint(ckpt.resolve_checkpoint(args.checkpoint, "--checkpoint"), device)
     samples = toy.read_jsonl(args.data)
     mismatch = task_mismatch(Path(args.checkpoint) / "result.json", samples)
     if mismatch:
