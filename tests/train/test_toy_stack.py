@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from mta.models.checkpoint import load_checkpoint
+from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.train import ToyTrainConfig, train_toy, train_toy_stack
 from mta.train import toy_stack
 
@@ -163,6 +163,8 @@ def test_a_signal_saves_every_runs_state_and_the_resumed_stack_equals_an_uninter
     assert all([d.name for d in (run / "checkpoints").iterdir()] == ["step-00000004"] for run in runs)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
     monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"stacked runs .*mta toy sweep --resume"):
+        train_toy(configs[0], runs[0], progress=False, resume=True)
     resumed = train_toy_stack(configs, runs, progress=False, resume=True)
     for i, run in enumerate(runs):
         assert resumed[i]["steps"] == 7 and resumed[i]["stopped"] == "max_steps"

@@ -18,8 +18,9 @@ def register(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert between a native checkpoint and a transformers (save_pretrained) directory")
     convert.add_argument("--from", dest="source", required=True,
-                         help="a native checkpoint (model.safetensors + config.json), a training run directory (its newest "
-                              "checkpoints/step-…) or a transformers MTA directory; the direction follows from it")
+                         help="a native checkpoint (model.safetensors + config.json), a training run directory (its "
+                              "newest checkpoints/step-…) or a transformers MTA directory; the direction follows "
+                              "from it")
     convert.add_argument("--out", required=True, type=output_directory, help="directory to write the other format into")
     convert.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     convert.set_defaults(func=run_convert)

@@ -247,8 +247,9 @@ def _sweep_interrupted(out: str, out_dirs: list[Path]) -> None:
 
 def _register_eval(toy_sub) -> None:
     p = toy_sub.add_parser("eval", help="teacher-forced error of a checkpoint on a JSONL file")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. a `toy train` --out), or a `mta train` run directory "
-                                                 "(its newest checkpoint)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory (e.g. a `toy train` --out), or a `mta train` run directory (its "
+                        "newest checkpoint)")
     p.add_argument("--data", required=True, help='JSONL file, one {"src": ..., "tgt": ...} per line')
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N")

@@ -250,6 +250,9 @@ class _ToyRun:
         """Load the training state saved in `directory` (model, optimiser, schedule, RNG, evaluations) and cut
         metrics.jsonl back to its step; return the data stream's position."""
         state = read_state(directory, self.config)
+        if "schedule" not in state.trainer:
+            raise CheckpointError(f"resume from {directory}: a state of stacked runs (`mta toy sweep`), which "
+                                  "`train_toy_stack(..., resume=True)` (`mta toy sweep --resume`) continues")
         self.model.load_state_dict(state.weights)
         self.optimizer.load_state_dict(state.optimizer)
         self.schedule.load_state_dict(state.trainer["schedule"])

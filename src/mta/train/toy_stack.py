@@ -15,9 +15,10 @@ so with dropout the masks differ from a lone run's. A run that is solved leaves 
 `max_minutes` every run still going is evaluated, saved and ended with stopped = "time_limit".
 
 A stack that ends before its protocol does (time cap, SIGINT, SIGTERM) leaves each run still going its training
-state in <run>/checkpoints/step-<step>/ (mta.train.checkpoint_state's format, as `train_toy` writes it, with the
-stack's optimiser state sliced to the run and the stack's RNG state), from which
-`train_toy_stack(..., resume=True)` continues the stack exactly; a run that ends by the protocol removes it.
+state in <run>/checkpoints/step-<step>/ (mta.train.checkpoint_state's format: the run's weights, its slice of
+the stack's AdamW state, the stack's RNG state, its data stream position and evaluations; no LR-scheduler state,
+the stack's rate follows from the step), from which `train_toy_stack(..., resume=True)` continues the stack
+exactly; a run that ends by the protocol removes it.
 """
 
 from __future__ import annotations
@@ -112,12 +113,13 @@ def _resume_plan(out_dirs: list[Path], resume: bool, missing_ok: bool) -> tuple[
                          f"({sorted({state.name for state in saved if state is not None})}); a stack resumes at one")
     ended = {}
     for i, (out_dir, state) in enumerate(zip(out_dirs, saved)):
-        result = out_dir / "result.json"
-        if state is None:
-            if not result.is_file() or json.loads(result.read_text())["stopped"] not in ("solved", "max_steps"):
-                raise ValueError(f"resume: {out_dir} holds neither a training state nor a finished run, but the "
-                                 "other runs hold states; train it in a stack of its own")
-            ended[i] = json.loads(result.read_text())
+        result_file = out_dir / "result.json"
+        result = json.loads(result_file.read_text()) if state is None and result_file.is_file() else {}
+        if state is None and result.get("stopped") not in ("solved", "max_steps"):
+            raise ValueError(f"resume: {out_dir} holds neither a training state nor a finished run, but the "
+                             "other runs hold states; train it in a stack of its own")
+        if result:
+            ended[i] = result
     return saved, ended
 
 
@@ -180,8 +182,8 @@ class _Stack:
             if state is not None:
                 cut_metrics(out_dir, state.step)
             stream = TrainingStream(config, self.device, state.rng[0]["toy_data"] if state else None)
-            self.runs.append(_Run(position, config, out_dir, JsonlLog(out_dir / "metrics.jsonl", append=bool(state)),
-                                  stream, held_out_samples(config)))
+            log = JsonlLog(out_dir / "metrics.jsonl", append=state is not None)
+            self.runs.append(_Run(position, config, out_dir, log, stream, held_out_samples(config)))
             if state is not None:
                 self._restore(r, state)
 
@@ -331,10 +333,11 @@ class _Stack:
             self._keep(keep)
 
     def save_state(self, r: int, run: _Run, elapsed_s: float) -> None:
-        """Write run `r`'s checkpoints/step-<step>/ (`train_toy`'s format; the scratch model holds its weights)
-        and remove its older ones."""
+        """Write run `r`'s checkpoints/step-<step>/ (module docstring; the scratch model holds its weights) and
+        remove its older ones."""
         optimizer = self.optimizer.state_dict()
-        optimizer["state"] = {index: {key: value if value.dim() == 0 else value[r].clone() for key, value in state.items()}
+        optimizer["state"] = {index: {key: value if value.dim() == 0 else value[r].clone()
+                                      for key, value in state.items()}
                               for index, state in optimizer["state"].items()}
         cuda = self.device.type == "cuda"
         rng = [{"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
