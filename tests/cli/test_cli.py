@@ -4,8 +4,11 @@ settings."""
 import argparse
 import dataclasses
 import json
+import os
+import signal
 
 import pytest
+import torch
 
 import mta
 from mta.cli import build_parser, main
@@ -86,7 +89,7 @@ def test_toy_eval_reports_a_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["toy", "eval", "--checkpoint", str(tmp_path / "none"), "--data", str(data)])
     assert exit_info.value.code == 2
-    assert "config.json not found" in capsys.readouterr().err
+    assert "--checkpoint: " in capsys.readouterr().err
 
 
 def test_demo_runs_both_architectures(tmp_path, capsys):
@@ -127,3 +130,30 @@ def test_info_reports_the_host(capsys):
     assert report["backends"] and report["cpu_model"] and report["cpu_capability"]
     main(["info"])
     assert "cpu_capability: " in capsys.readouterr().out
+
+
+def test_toy_sweep_saves_on_a_signal_and_resumes(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "sweep")
+    sweep = ["toy", "sweep", *TINY, "--seed", "1", "2", "--data", "tensor", "--out", out]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*sweep, "--resume"])
+    assert exit_info.value.code == 2 and "--resume-or-start starts afresh" in capsys.readouterr().err
+
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def step_signalled_once(optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_signalled_once)
+    with pytest.raises(SystemExit) as exit_info:
+        main(sweep)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert f"the training states of 2 runs are in {out}/*/checkpoints/ (step-00000002), and --resume" in err
+    assert (tmp_path / "sweep" / "mta-N3-all-s1" / "checkpoints" / "step-00000002").is_dir()
+    monkeypatch.undo()
+    assert main([*sweep, "--resume"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("mta-N3-all-s1: max_steps at step 4")

@@ -18,6 +18,7 @@ from mta.models import DecoderLM, get_preset  # noqa: E402
 from mta.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mta.models.hf import FIELDS, MTAForCausalLM  # noqa: E402
 from mta.models.retrofit import LLAMA_FIELDS, retrofit_config  # noqa: E402
+from mta.train.checkpoint_state import checkpoint_dir  # noqa: E402
 
 VOCAB = 67
 
@@ -140,6 +141,18 @@ def test_convert_names_a_llama_directory_and_a_missing_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["convert", "--from", str(tmp_path / "llama"), "--out", str(tmp_path / "x")])
     assert "a transformers 'llama' model, not 'mta'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["convert", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
-    assert "no readable config.json" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "--from: " in capsys.readouterr().err
+
+
+def test_convert_takes_a_run_directory_as_its_newest_checkpoint(tmp_path, capsys):
+    for step in (1, 2):
+        torch.manual_seed(step)
+        save_checkpoint(DecoderLM(get_preset("tiny-mta", n_layers=3)), checkpoint_dir(tmp_path / "run", step))
+    report = run_cli(["convert", "--from", str(tmp_path / "run"), "--out", str(tmp_path / "hf")], capsys)
+    assert report["from"] == str(checkpoint_dir(tmp_path / "run", 2)) and report["format"] == "hf"
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    newest = load_checkpoint(checkpoint_dir(tmp_path / "run", 2))
+    assert torch.equal(hf.model.tok_embeddings.weight, newest.tok_embeddings.weight)

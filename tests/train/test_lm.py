@@ -349,7 +349,7 @@ def test_init_from_refuses_a_different_model(data, tmp_path):
     init = f"init_from={json.dumps(str(base))}"
     with pytest.raises(CheckpointError, match=r"model config differs.*n_layers: 2 -> 3.*only \['backend'"):
         train_lm(config(data, init, "model.n_layers=3"), tmp_path / "other", progress=False)
-    with pytest.raises(CheckpointError, match="neither a checkpoint nor a run directory"):
+    with pytest.raises(CheckpointError, match="is neither a checkpoint"):
         train_lm(config(data, f"init_from={json.dumps(str(tmp_path / 'nothing'))}"), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="^init_from: got 3"):
         config(data, "init_from=3")

@@ -1,11 +1,13 @@
 """Stacked toy runs (mta.train.toy_stack): each run computes what it computes alone, and keeps its own ending."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 
-from mta.models.checkpoint import load_checkpoint
+from mta.models.checkpoint import CheckpointError, load_checkpoint
 from mta.train import ToyTrainConfig, train_toy, train_toy_stack
 from mta.train import toy_stack
 
@@ -40,27 +42,29 @@ def test_stacked_runs_equal_lone_runs(tmp_path, arch):
             torch.testing.assert_close(w_stacked[name], w_alone[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+def solved_from_the_start(monkeypatch, seed):
+    """Every evaluation of the stack's run with `seed` reports 0% sequence error, of the other runs 50%."""
+    real_held_out, real_evaluate, solved = toy_stack.held_out_samples, toy_stack.evaluate_toy, []
+
+    def held_out(config):
+        samples = real_held_out(config)
+        if config.seed == seed:
+            solved.append(samples)
+        return samples
+
+    def evaluate(model, samples, **kwargs):
+        result = real_evaluate(model, samples, **kwargs)
+        return {**result, "sequence_error_pct": 0.0 if any(samples is s for s in solved) else 50.0}
+
+    monkeypatch.setattr(toy_stack, "evaluate_toy", evaluate)
+    monkeypatch.setattr(toy_stack, "held_out_samples", held_out)
+
+
 def test_solved_run_leaves_the_stack(tmp_path, monkeypatch):
     # Run 1 is "solved" from its first evaluation; run 0 never is and goes on to max_steps.
     configs = [ToyTrainConfig(arch="mta", n_block=3, seed=seed, steps=8, eval_every=2, patience=2, **TINY)
                for seed in (5, 6)]
-    real = toy_stack.evaluate_toy
-
-    def evaluate(model, samples, **kwargs):
-        result = real(model, samples, **kwargs)
-        solved = samples is stack_samples[1]
-        return {**result, "sequence_error_pct": 0.0 if solved else 50.0}
-
-    stack_samples = {}
-    real_held_out = toy_stack.held_out_samples
-
-    def held_out(config):
-        samples = real_held_out(config)
-        stack_samples[config.seed - 5] = samples
-        return samples
-
-    monkeypatch.setattr(toy_stack, "evaluate_toy", evaluate)
-    monkeypatch.setattr(toy_stack, "held_out_samples", held_out)
+    solved_from_the_start(monkeypatch, 6)
     results = train_toy_stack(configs, [tmp_path / "r0", tmp_path / "r1"], progress=False)
     assert results[1]["stopped"] == "solved" and results[1]["steps"] == 4 and results[1]["solved_step"] == 2
     assert results[0]["stopped"] == "max_steps" and results[0]["steps"] == 8
@@ -126,3 +130,82 @@ def test_stacked_losses_trace_into_one_graph(tmp_path, arch):
     for run in stack.runs:
         run.log.close()
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def signal_at_step(monkeypatch, step, name="SIGTERM"):
+    """Send signal `name` to this process inside optimiser step number `step` (after its backward)."""
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def step_signalled_once(optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), getattr(signal, name))
+        return real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_signalled_once)
+
+
+def without_times(path):
+    return [{k: v for k, v in line.items() if k != "elapsed_s"} for line in lines(path)]
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_saves_every_runs_state_and_the_resumed_stack_equals_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                            name):
+    configs = [ToyTrainConfig(arch="mta", n_block=n, seed=seed, steps=7, eval_every=2, log_every=3,
+                              **{**TINY, "model": dict(dim=16, n_layers=1)})  # attention dropout 0.1
+               for n, seed in ((3, 1), (4, 2))]
+    straight = train_toy_stack(configs, [tmp_path / "a0", tmp_path / "a1"], progress=False)
+    signal_at_step(monkeypatch, 4, name)
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    stopped = train_toy_stack(configs, runs, progress=False)
+    assert [(r["stopped"], r["steps"]) for r in stopped] == [("interrupted", 4)] * 2  # the step was finished
+    assert all([d.name for d in (run / "checkpoints").iterdir()] == ["step-00000004"] for run in runs)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"stacked runs .*mta toy sweep --resume"):
+        train_toy(configs[0], runs[0], progress=False, resume=True)
+    resumed = train_toy_stack(configs, runs, progress=False, resume=True)
+    for i, run in enumerate(runs):
+        assert resumed[i]["steps"] == 7 and resumed[i]["stopped"] == "max_steps"
+        assert resumed[i]["final_token_error_pct"] == straight[i]["final_token_error_pct"]
+        assert without_times(run / "metrics.jsonl") == without_times(tmp_path / f"a{i}" / "metrics.jsonl")
+        w_resumed, w_straight = weights(run), weights(tmp_path / f"a{i}")
+        assert all(torch.equal(w_resumed[name], w_straight[name]) for name in w_straight)
+        assert not list((run / "checkpoints").iterdir())  # ended by the protocol: state removed
+
+
+def test_a_resumed_stack_keeps_the_runs_that_had_ended(tmp_path, monkeypatch):
+    # Run 1 (N = 4, the longer samples that set the padding) is solved at step 4, the stack is stopped at step 6.
+    configs = [ToyTrainConfig(arch="mta", n_block=n, seed=seed, steps=8, eval_every=2, patience=2, **TINY)
+               for n, seed in ((3, 5), (4, 6))]
+    solved_from_the_start(monkeypatch, 6)
+    straight = train_toy_stack(configs, [tmp_path / "a0", tmp_path / "a1"], progress=False)
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    with monkeypatch.context() as patch:
+        signal_at_step(patch, 6)
+        stopped = train_toy_stack(configs, runs, progress=False)
+    assert [(r["stopped"], r["steps"]) for r in stopped] == [("interrupted", 6), ("solved", 4)]
+    resumed = train_toy_stack(configs, runs, progress=False, resume=True)
+    assert resumed[1] == json.loads(json.dumps(stopped[1]))  # read back from its result.json
+    assert (resumed[0]["stopped"], resumed[0]["steps"]) == ("max_steps", 8)
+    assert without_times(runs[0] / "metrics.jsonl") == without_times(tmp_path / "a0" / "metrics.jsonl")
+    w_resumed, w_straight = weights(runs[0]), weights(tmp_path / "a0")
+    assert all(torch.equal(w_resumed[name], w_straight[name]) for name in w_straight)
+    assert resumed[0]["final_token_error_pct"] == straight[0]["final_token_error_pct"]
+
+
+def test_resume_with_nothing_to_resume_is_an_error_unless_starting_afresh(tmp_path):
+    configs = [ToyTrainConfig(arch="transformer", n_block=3, seed=seed, steps=2, eval_every=2, **TINY)
+               for seed in (1, 2)]
+    runs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(ValueError, match="resume: none of the 2 run directories .* --resume-or-start"):
+        train_toy_stack(configs, runs, progress=False, resume=True)
+    fresh = train_toy_stack(configs, runs, progress=False, resume=True, missing_ok=True)
+    assert [r["stopped"] for r in fresh] == ["max_steps"] * 2
+    capped = train_toy_stack(configs, runs, progress=False, max_minutes=0.0)  # leaves states at step 1
+    assert [r["stopped"] for r in capped] == ["time_limit"] * 2
+    more = [*configs, ToyTrainConfig(arch="transformer", n_block=3, seed=3, steps=2, eval_every=2, **TINY)]
+    with pytest.raises(ValueError, match="c holds neither a training state nor a finished run"):
+        train_toy_stack(more, [*runs, tmp_path / "c"], progress=False, resume=True)
+    assert [r["steps"] for r in train_toy_stack(configs, runs, progress=False, resume=True)] == [2, 2]

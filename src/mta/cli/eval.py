@@ -40,7 +40,7 @@ def run_ppl(args: argparse.Namespace) -> None:
     for name in ("seq_len", "batch_size", "windows"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name}: got {getattr(args, name)}, expected a positive integer")
-    checkpoint = resolve_checkpoint(Path(args.checkpoint))
+    checkpoint = resolve_checkpoint(args.checkpoint, "--checkpoint")
     device = resolve_device(args.device)
     model = load_checkpoint(checkpoint, device)
     split = load_split(args.data, args.split)

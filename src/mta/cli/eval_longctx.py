@@ -67,7 +67,7 @@ def _setup(args: argparse.Namespace):
             raise ValueError(f"{name}: got {getattr(args, name)}, expected a positive integer")
     if args.seed < 0:
         raise ValueError(f"seed: got {args.seed}, expected a non-negative integer")
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint, "--checkpoint")
     device = resolve_device(args.device)
     background = Background.from_corpus(args.data, args.split, args.domains)
     model = load_checkpoint(checkpoint, device)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from mta.models.checkpoint import CONFIG_FILE
 from mta.models.presets import MTA_KERNEL
+from mta.train.checkpoint_state import resolve_checkpoint
 
 from .paths import new_output_directory, output_directory
 
@@ -15,8 +18,9 @@ def register(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert between a native checkpoint and a transformers (save_pretrained) directory")
     convert.add_argument("--from", dest="source", required=True,
-                         help="a native checkpoint (model.safetensors + config.json, e.g. runs/x/checkpoints/step-…) "
-                              "or a transformers MTA directory; the direction follows from it")
+                         help="a native checkpoint (model.safetensors + config.json), a training run directory (its "
+                              "newest checkpoints/step-…) or a transformers MTA directory; the direction follows "
+                              "from it")
     convert.add_argument("--out", required=True, type=output_directory, help="directory to write the other format into")
     convert.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     convert.set_defaults(func=run_convert)
@@ -43,13 +47,15 @@ def register(subparsers) -> None:
 def run_convert(args: argparse.Namespace) -> None:
     new_output_directory(args.out, args.overwrite)
     convert = _hf_module("convert")
-    if convert.checkpoint_format(args.source) == "hf":
-        convert.hf_to_native(args.source, args.out)
+    source = Path(args.source)
+    if (source / CONFIG_FILE).is_file() and convert.checkpoint_format(source) == "hf":
+        convert.hf_to_native(source, args.out)
         written = "native"
     else:
-        convert.native_to_hf(args.source, args.out)
+        source = resolve_checkpoint(source, "--from")
+        convert.native_to_hf(source, args.out)
         written = "hf"
-    print(json.dumps({"from": args.source, "out": args.out, "format": written}))
+    print(json.dumps({"from": str(source), "out": args.out, "format": written}))
 
 
 def run_retrofit(args: argparse.Namespace) -> None:

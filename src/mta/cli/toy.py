@@ -63,14 +63,20 @@ def _register_train(toy_sub) -> None:
     add_train_arguments(p, ToyTrainConfig())
     p.add_argument("--out", required=True, type=output_directory,
                    help="run directory: metrics.jsonl, checkpoint, result.json")
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true",
-                        help="continue the run from the training state that a time cap, Ctrl-C or SIGTERM left in "
-                             "--out (its checkpoints/ directory), with the same settings; an error if there is none")
-    resume.add_argument("--resume-or-start", action="store_true",
-                        help="as --resume, but start the run afresh when --out holds no training state (for job "
-                             "scripts that rerun one command until the run is done)")
+    add_resume_arguments(p, "the run", "--out (its checkpoints/ directory)")
     p.set_defaults(func=_train)
+
+
+def add_resume_arguments(parser: argparse.ArgumentParser, what: str, where: str) -> None:
+    """Add --resume and --resume-or-start (mutually exclusive) for continuing `what` from the training state in
+    `where`."""
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help=f"continue {what} from the training state that a time cap, Ctrl-C or SIGTERM left in "
+                             f"{where}, with the same settings; an error if there is none")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help=f"as --resume, but start {what} afresh when there is no training state (for job "
+                             "scripts that rerun one command until it is done)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, defaults: ToyTrainConfig, sweep: bool = False) -> None:
@@ -185,6 +191,7 @@ def _register_sweep(toy_sub) -> None:
     p.add_argument("--arch", choices=ARCHS, default="mta")
     add_train_arguments(p, ToyTrainConfig(), sweep=True)
     p.add_argument("--out", required=True, type=output_directory, help="directory of the run directories")
+    add_resume_arguments(p, "the sweep", "its run directories (their checkpoints/ directories)")
     p.set_defaults(func=_sweep)
 
 
@@ -199,18 +206,35 @@ def _sweep(args: argparse.Namespace) -> None:
     configs = [train_config_from_args(args, args.arch, n_block=n, variant=v, seed=s) for n, v, s in settings]
     out_dirs = [Path(args.out) / sweep_run_name(args.arch, n, v, s) for n, v, s in settings]
     try:
-        results = train_toy_stack(configs, out_dirs, progress=not args.no_progress, max_minutes=args.max_minutes)
+        results = train_toy_stack(configs, out_dirs, progress=not args.no_progress, max_minutes=args.max_minutes,
+                                  resume=args.resume or args.resume_or_start, missing_ok=args.resume_or_start)
     except KeyboardInterrupt:
-        print(f"interrupted: checkpoints, metrics and result.json files are in {args.out}", file=sys.stderr)
-        raise SystemExit(130) from None
+        _sweep_interrupted(args.out, out_dirs)
+    except CheckpointError as error:
+        raise SystemExit(f"mta toy sweep: {error}") from None
+    if any(result["stopped"] == "interrupted" for result in results):
+        _sweep_interrupted(args.out, out_dirs)
     for out_dir, result in zip(out_dirs, results):
         print(f"{out_dir.name}: {result['stopped']} at step {result['steps']}, "
               f"final sequence error {result['final_sequence_error_pct']}%")
 
 
+def _sweep_interrupted(out: str, out_dirs: list[Path]) -> None:
+    """Say what an interrupted sweep left in its run directories `out_dirs` (under `out`) and exit with status 130."""
+    states = [state for state in map(ckpt.latest_checkpoint, out_dirs) if state is not None]
+    resume = (f"the training states of {len(states)} runs are in {out}/*/{ckpt.CHECKPOINTS_DIR}/ "
+              f"({', '.join(sorted({state.name for state in states}))}), and --resume goes on from there" if states else
+              "no training state was saved (it was stopped inside a step), so --resume cannot continue it")
+    print(f"interrupted: each run's metrics, result.json and model checkpoint are in {out}/<run>/; {resume}",
+          file=sys.stderr)
+    raise SystemExit(130)
+
+
 def _register_eval(toy_sub) -> None:
     p = toy_sub.add_parser("eval", help="teacher-forced error of a checkpoint on a JSONL file")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint directory (e.g. a `toy train` --out)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint directory (e.g. a `toy train` --out), or a `mta train` run directory (its "
+                        "newest checkpoint)")
     p.add_argument("--data", required=True, help='JSONL file, one {"src": ..., "tgt": ...} per line')
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
@@ -222,7 +246,7 @@ def _eval(args: argparse.Namespace) -> None:
     if not Path(args.data).is_file():
         raise ValueError(f"--data: {args.data} is not a file (expected JSONL samples, e.g. from `mta toy generate`)")
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, device)
+    model = load_checkpoint(ckpt.resolve_checkpoint(args.checkpoint, "--checkpoint"), device)
     samples = toy.read_jsonl(args.data)
     mismatch = task_mismatch(Path(args.checkpoint) / "result.json", samples)
     if mismatch:

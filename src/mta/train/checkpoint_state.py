@@ -83,14 +83,17 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """`path` itself if it holds weights, else the newest checkpoint of the run directory `path`."""
+def resolve_checkpoint(path: str | os.PathLike, argument: str = "checkpoint") -> Path:
+    """The checkpoint that `path` names, in every form the commands accept: `path` itself if it holds weights (a
+    checkpoint directory, or a `mta toy train` run directory), else the newest checkpoints/step-*/ of the run
+    directory `path` (a `mta train` run). CheckpointError naming `argument` (e.g. "--checkpoint") if neither."""
     path = Path(path)
     if (path / WEIGHTS_FILE).is_file():
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise CheckpointError(f"checkpoint {path}: neither a checkpoint nor a run directory with checkpoints/")
+        raise CheckpointError(f"{argument}: {path} is neither a checkpoint (holding {WEIGHTS_FILE}) nor a run "
+                              f"directory with {CHECKPOINTS_DIR}/step-*/ checkpoints")
     return latest
 
 

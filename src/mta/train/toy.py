@@ -256,12 +256,10 @@ class ToyRun:
     def _restore(self, directory: Path) -> dict:
         """Load the training state saved in `directory` (model, optimiser, schedule, RNG, evaluations) and cut
         metrics.jsonl back to its step; return the data stream's position."""
-        state = ckpt.read_checkpoint(directory)
-        ours = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as trainer.json holds it
-        changes = ckpt.setting_changes(state.trainer["config"], ours, RESUMABLE_CHANGES)
-        if changes:
-            raise CheckpointError(f"resume from {directory}: its run had other settings ({changes}); an exact "
-                                  f"resume needs the same ones (only {sorted(RESUMABLE_CHANGES)} may change)")
+        state = read_state(directory, self.config)
+        if "schedule" not in state.trainer:
+            raise CheckpointError(f"resume from {directory}: a state of stacked runs (`mta toy sweep`), which "
+                                  "`train_toy_stack(..., resume=True)` (`mta toy sweep --resume`) continues")
         self.model.load_state_dict(state.weights)
         self.optimizer.load_state_dict(state.optimizer)
         self.schedule.load_state_dict(state.trainer["schedule"])
@@ -274,9 +272,7 @@ class ToyRun:
         self.loss_sum.fill_(loss_sum)
         self.resumed_at = state.trainer["resumed_at"] + [self.step]
         self.earlier_s = state.trainer["elapsed_s"]
-        metrics = self.out_dir / "metrics.jsonl"
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-        metrics.write_text("".join(line + "\n" for line in kept))
+        cut_metrics(self.out_dir, self.step)
         return state.rng[0]["toy_data"]
 
     def train(self, log: JsonlLog, progress: bool, stop: StopRequest) -> None:
@@ -370,6 +366,25 @@ class ToyRun:
     def result(self) -> dict:
         return toy_result(self.config, self.model, self.step, self.stopped, self.evaluations, self.zero_streak,
                           self.elapsed())
+
+
+def read_state(directory: Path, config: ToyTrainConfig) -> ckpt.TrainCheckpoint:
+    """The training state saved in `directory`; CheckpointError unless its run had `config`'s settings (up to
+    RESUMABLE_CHANGES)."""
+    state = ckpt.read_checkpoint(directory)
+    ours = json.loads(json.dumps(dataclasses.asdict(config)))  # as trainer.json holds it
+    changes = ckpt.setting_changes(state.trainer["config"], ours, RESUMABLE_CHANGES)
+    if changes:
+        raise CheckpointError(f"resume from {directory}: its run had other settings ({changes}); an exact "
+                              f"resume needs the same ones (only {sorted(RESUMABLE_CHANGES)} may change)")
+    return state
+
+
+def cut_metrics(out_dir: Path, step: int) -> None:
+    """Drop the lines of out_dir/metrics.jsonl after `step` (written after the training state a run resumes from)."""
+    metrics = out_dir / "metrics.jsonl"
+    kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= step]
+    metrics.write_text("".join(line + "\n" for line in kept))
 
 
 def compiled(function, mode: str):
