@@ -20,7 +20,8 @@ Each measurement: one warm-up iteration (autotuning, cuDNN plans), then forward+
 events (perf_counter on a CPU) until --repeats samples or 2 s of samples; an iteration over 2 s is recorded alone.
 Times are medians. Peak memory is the first timed iteration's torch.cuda.max_memory_allocated above what was
 allocated before it (inputs, parameters and output gradient); null on a CPU. TFLOP/s (triton and SDPA) counts
-plain causal attention, the FlashAttention convention: forward 4·B·H·N²·d/2, backward 2.5×, total 3.5×.
+plain causal attention, the FlashAttention convention: forward 4·B·H·N²·d/2, backward 2.5×, total 3.5×; the
+results pages also show each configuration's TFLOP/s of its own work, that count times `work_factor`.
 
 Measurements run most important first (N = 8k, d = 128: the issue's time targets; N = 16k, d = 128: its memory
 targets; the rest of d = 128; d = 64; N > 32k; chunked last) and the JSON is rewritten after each one, so a run
@@ -177,6 +178,21 @@ def sdpa_backend_name(run) -> str:
         run()
     names = {e.key.removeprefix(SDPA_OP_PREFIX) for e in profile.key_averages() if e.key.startswith(SDPA_OP_PREFIX)}
     return "+".join(sorted(names)) or "unknown"
+
+
+def work_factor(config: str, head_dim: int) -> float:
+    """The configuration's own work in units of plain causal attention of the same shape: the FLOPs an exact fused
+    kernel needs (docs/design.md, the kernel algebra (e)). Forward, in units of one QK product: QK over c_q·d
+    columns with a pre-softmax conv (twice when a post-softmax option needs each row's final normaliser first:
+    mixing groups wider than 2 heads), P·V over c_q rows with a post-softmax conv, and g/d per mixing step of a
+    group of g heads; over plain attention's 2 units (QK and PV). The backward is taken to scale alike."""
+    kernels, groups = CONFIGS[config]
+    group = 0 if groups is None else HEADS // groups
+    mix = group / head_dim if groups is not None else 0.0  # one g×g mix per score: 2g FLOPs against QK's 2d
+    passes = 2 if group > 2 else 1
+    qk = CONV[0] if "kernel_pre" in kernels else 1
+    pv = CONV[0] if "kernel_post" in kernels else 1
+    return (passes * (qk + mix) + pv + mix) / 2
 
 
 def plain_attention_tflops(m: Measurement, forward_ms: float, backward_ms: float, total_ms: float) -> dict:

@@ -395,6 +395,10 @@ def op_speed_gpu(results: dict) -> str:
     lines += speed_table(results, head_dims[0], "peak_mib", "MiB")
     lines += ["", f"TFLOP/s, d = {head_dims[0]} ({TFLOPS_CONVENTION}), forward / backward / forward+backward:", ""]
     lines += tflops_table(results, head_dims[0])
+    lines += ["", f"TFLOP/s of each configuration's own work, forward+backward, d = {head_dims[0]} (the count above "
+              "times the configuration's work factor: the FLOPs an exact fused kernel needs, docs/design.md, the "
+              "kernel algebra (e)), beside SDPA's:", ""]
+    lines += own_work_table(results, head_dims[0])
     lines += ["", "— skipped (reason in the results JSON), OOM: out of memory. Forward and backward times separately, "
               "TFLOP/s at every d and the reasons: results/perf/op_speed_gpu.json.", "",
               f"![forward+backward time against N per configuration and backend]({PAGE_ROOT}/results/perf/op_speed_gpu.png)",
@@ -418,6 +422,29 @@ def tflops_table(results: dict, head_dim: int) -> list[str]:
         if config is None or any(rows.get((config, head_dim, n, method)) for n in lengths):
             label = "SDPA default" if config is None else f"{config} triton"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def own_work_table(results: dict, head_dim: int) -> list[str]:
+    """Rows: SDPA default, then the triton backend per config with its work factor; columns: N; cells: total
+    TFLOP/s of the config's own work (plain count × op_speed_gpu.work_factor)."""
+    from op_speed_gpu import work_factor  # a sibling script; imports torch and mta only when this table renders
+
+    rows = speed_rows(results)
+    lengths = sorted({row["seq_len"] for row in results["rows"] if row["head_dim"] == head_dim})
+    configs = sorted({row["config"] for row in results["rows"] if row["config"] is not None})
+    lines = ["| method | work | " + " | ".join(f"N={short_n(n)}" for n in lengths) + " |",
+             "|---|---:|" + "---:|" * len(lengths)]
+    for config, method in [(None, "sdpa")] + [(c, "triton") for c in configs]:
+        factor = 1.0 if config is None else work_factor(config, head_dim)
+        cells = []
+        for n in lengths:
+            row = rows.get((config, head_dim, n, method))
+            ok = row is not None and row["status"] == "ok" and row.get("tflops")
+            cells.append(f"{row['tflops']['total'] * factor:.0f}" if ok else "—")
+        if config is None or any(rows.get((config, head_dim, n, method)) for n in lengths):
+            label = "SDPA default" if config is None else f"{config} triton"
+            lines.append(f"| {label} | {factor:.2f}× | " + " | ".join(cells) + " |")
     return lines
 
 

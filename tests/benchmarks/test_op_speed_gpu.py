@@ -184,3 +184,12 @@ def test_rendered_triton_profile_groups_kernels_by_kind():
     assert ("| A | 20.0 ms | `_forward_kernel` 8.0 (1); `_pair_kernel` 7.0 (8); cuBLAS GEMM 2.5 (9); "
             "copy / cast 1.5 (9); the rest 1.0 |") in text
     assert "the 5 longest kernels" in text
+
+
+def test_work_factors_follow_the_kernel_algebra():
+    """docs/design.md (e): A ≈ 3.5× (QK over 6·d columns), B ≈ 6× (one pass, pairs), C ≈ 9–10× (two passes),
+    D ≈ 1.6–2× (two passes, full mixing), at d = 128."""
+    assert bench.work_factor("A", 128) == 3.5
+    assert bench.work_factor("B", 128) == pytest.approx(6.0, abs=0.05)
+    assert 9 <= bench.work_factor("C", 128) <= 10
+    assert 1.6 <= bench.work_factor("D", 128) <= 2
