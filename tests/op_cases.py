@@ -7,6 +7,7 @@ import itertools
 
 import torch
 
+from mta.ops.decode import mta_attention_step
 from mta.ops.reference import reference_attention
 
 OPTION_NAMES = ("kernel_pre", "kernel_post", "head_mix_pre", "head_mix_post")
@@ -81,3 +82,15 @@ def assert_matches_reference(run, q, k, v, options, rtol, atol=None, in_norm=Fal
             assert error <= rtol, f"{name}: relative error {error:.2e} in norm, allowed {rtol}"
         else:
             torch.testing.assert_close(got.to(ref.dtype), ref, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def decode(q, k, v, options, steps, start=None):
+    """Run mta_attention_step over consecutive slices of q (sizes `steps`); the outputs concatenated."""
+    outs, q_past, weights_past, done = [], None, None, 0
+    for size in steps:
+        end = done + size
+        result = mta_attention_step(q[:, :, done:end], k[:, :, :end], v[:, :, :end], q_past=q_past,
+                                    weights_past=weights_past, start=start, **options)
+        outs.append(result.out)
+        q_past, weights_past, done = result.queries, result.weights, end
+    return torch.cat(outs, dim=2)

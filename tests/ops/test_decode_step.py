@@ -7,21 +7,10 @@ import torch
 
 from mta.ops.decode import mta_attention_step, query_key_conv_rows
 from mta.ops.reference import qk_conv, reference_attention
-from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, build_options, combination_id, make_inputs
+from op_cases import OPTION_COMBINATIONS, OPTION_NAMES, build_options, combination_id, decode, make_inputs
 
 STEPS = (4, 1, 1, 3, 1, 1, 1, 1, 2)  # 15 positions: a prompt, single tokens and a few multi-token steps
 
-
-def decode(q, k, v, options, steps, start=None):
-    """Run mta_attention_step over consecutive slices of q (sizes `steps`); the outputs concatenated."""
-    outs, q_past, weights_past, done = [], None, None, 0
-    for size in steps:
-        end = done + size
-        result = mta_attention_step(q[:, :, done:end], k[:, :, :end], v[:, :, :end], q_past=q_past,
-                                    weights_past=weights_past, start=start, **options)
-        outs.append(result.out)
-        q_past, weights_past, done = result.queries, result.weights, end
-    return torch.cat(outs, dim=2)
 
 
 def reference(q, k, v, options):

@@ -32,8 +32,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from mta.ops import mta_attention  # noqa: E402
 from mta.ops.chunked import chunked_attention  # noqa: E402
-from mta.ops.decode import mta_attention_step  # noqa: E402
-from op_cases import OPTION_NAMES, assert_matches_reference, make_inputs, make_kernel, make_mixer  # noqa: E402
+from op_cases import (  # noqa: E402
+    OPTION_NAMES, assert_matches_reference, decode, make_inputs, make_kernel, make_mixer,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EXAMPLES = {"reference": 12, "chunked": 12, "triton": 3, "decode": 12}
@@ -220,17 +221,6 @@ def test_agrees_with_the_reference(backend):
 
     law()
 
-
-def decode(q, k, v, options, steps, start=None):
-    """mta_attention_step over consecutive slices of q of sizes `steps`, the outputs concatenated."""
-    outs, q_past, weights_past, done = [], None, None, 0
-    for size in steps:
-        end = done + size
-        result = mta_attention_step(q[:, :, done:end], k[:, :, :end], v[:, :, :end], q_past=q_past,
-                                    weights_past=weights_past, start=start, **options)
-        outs.append(result.out)
-        q_past, weights_past, done = result.queries, result.weights, end
-    return torch.cat(outs, dim=2)
 
 
 @laws("decode")

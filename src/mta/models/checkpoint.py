@@ -171,14 +171,20 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _config_fields(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / CONFIG_FILE
+def read_json(directory: str | os.PathLike, name: str, missing: str, invalid: str) -> object:
+    """The JSON value of the file `name` in a checkpoint directory; a CheckpointError naming the file when it is
+    missing ("not found (`missing`)") or not JSON ("is not `invalid` (the parser's message)")."""
+    path = Path(directory) / name
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} not found (expected a save_checkpoint directory)")
+        raise CheckpointError(f"checkpoint {directory}: {name} not found ({missing})")
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is not a valid model config ({error})") from None
+        raise CheckpointError(f"checkpoint {directory}: {name} is not {invalid} ({error})") from None
+
+
+def _config_fields(directory: str | os.PathLike) -> dict:
+    fields = read_json(directory, CONFIG_FILE, "expected a save_checkpoint directory", "a valid model config")
     if not isinstance(fields, dict):
         raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is not a valid model config (not an object)")
     return fields

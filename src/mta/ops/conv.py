@@ -13,8 +13,10 @@ import torch
 
 from .reference import qk_conv
 
-# Looked up here rather than imported from mta.ops.triton, whose map blocks import mta.ops.chunked, which imports
-# this module: that would close an import circle.
+# Whether the triton package can be imported, looked up once at import (without importing it): `auto` asks on
+# every attention call, and torch.compile traces a constant, where torch 2.11 skipped the whole compiled frame
+# of a model that called importlib from the attention (no graph at all: the toy stack ran eagerly). Defined here,
+# below mta.ops.triton (which imports it), since the triton package's map blocks import chunked, which imports this.
 TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 

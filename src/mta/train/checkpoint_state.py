@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mta.models import ModelConfig
-from mta.models.checkpoint import (WEIGHTS_FILE, CheckpointError, flush_files, load_config, sha256_file,
+from mta.models.checkpoint import (WEIGHTS_FILE, CheckpointError, flush_files, load_config, read_json, sha256_file,
                                    staging_directory, verify_weights, write_config)
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -211,13 +211,7 @@ def remove_incomplete(out_dir: str | os.PathLike) -> None:
 
 
 def _read_trainer(directory: Path) -> dict:
-    path = directory / TRAINER_FILE
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} not found (not a training checkpoint)")
-    try:
-        trainer = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} is not valid JSON ({error})") from None
+    trainer = read_json(directory, TRAINER_FILE, "not a training checkpoint", "valid JSON")
     if trainer.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {directory}: {TRAINER_FILE} has format {trainer.get('format')!r}, "
                               f"expected {FORMAT!r}")

@@ -12,25 +12,22 @@ Importing this package needs no Triton: the kernels are imported on first use.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
 
+from ..conv import TRITON_INSTALLED
 from .glue import banded_mta
 from .primitives import Primitives
 
 __all__ = ["triton_attention", "is_available"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Head mixing in groups up to this size goes through the banded kernels, wider groups through map blocks.
+# Head mixing in groups up to this size goes through the banded kernels; wider groups through `mixing` or map
+# blocks.
 MAX_BANDED_MIX_GROUP = 4
 
 
-# Whether the triton package can be imported, looked up once at import (without importing it): `auto` asks on
-# every attention call, and torch.compile traces a constant, where torch 2.11 skipped the whole compiled frame
-# of a model that called importlib from the attention (no graph at all: the toy stack ran eagerly).
-TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def is_available(device: torch.device | str) -> bool:
